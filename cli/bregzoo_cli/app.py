@@ -1,0 +1,78 @@
+"""The typer app. Each command lives in its own module; plugins may add more via register_commands."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from bregzoo.errors import BregzooError
+
+_DEBUG = {"on": False}
+
+
+class _OneLineErrors(TyperGroup):
+    """Turn user errors into one line on stderr and exit code 2; ``--debug`` shows the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (BregzooError, OSError) as exc:
+            if _DEBUG["on"]:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    name="bregzoo",
+    cls=_OneLineErrors,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="One-step diffusion distillation by Bregman density-ratio matching (Di-Bregman).",
+)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+) -> None:
+    """One-step diffusion distillation by Bregman density-ratio matching (Di-Bregman)."""
+    _DEBUG["on"] = debug
+
+
+def _add_builtin_commands() -> None:
+    from bregzoo_cli import divergences_cmd, plugins_cmd
+
+    app.command("plugins")(plugins_cmd.plugins)
+    app.command("divergences")(divergences_cmd.divergences)
+
+
+_add_builtin_commands()
+_PLUGIN_COMMANDS = {"added": False}
+
+
+def get_app() -> typer.Typer:
+    """The app with the commands that installed plugins add (loaded once)."""
+    if not _PLUGIN_COMMANDS["added"]:
+        from bregzoo.plugins import get_host
+
+        get_host().add_commands(app)
+        _PLUGIN_COMMANDS["added"] = True
+    return app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _DEBUG["on"] = "--debug" in sys.argv
+    try:
+        get_app()()
+    except BregzooError as exc:  # raised while loading plugins, before any command runs
+        if _DEBUG["on"]:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,68 @@
+"""``bregzoo divergences``: the zoo of Bregman generators, their h and weight formulas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def divergences(
+    pattern: Annotated[str, typer.Argument(help="fnmatch pattern, e.g. '*kl*'.")] = "*",
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of omega(r) over log r in [-5, 5].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """List divergences with h(r) and the generator weight omega(r) = r h''(r), r = student/teacher."""
+    from bregzoo import BregzooError, create_divergence, list_divergences
+    from bregzoo.plugins import get_host
+
+    names = list_divergences(pattern)
+    if not names:
+        raise BregzooError(f"no divergence matches {pattern!r}; run 'bregzoo divergences' to see them all")
+    rows = []
+    for name in names:
+        div = create_divergence(name)
+        provider = get_host().provider_of("divergence", name)
+        rows.append({
+            "name": name, "h": div.h_formula or "(h only)", "omega": div.weight_formula or "(autograd)",
+            "params": div.params(), "summary": div.summary, "provider": provider.dist if provider else "?",
+        })
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        table = Table(title=f"{len(rows)} divergences (r = q_student / p_teacher)")
+        for col in ("name", "h(r)", "omega(r) = r h''(r)", "params", "known as", "from"):
+            table.add_column(col)
+        for row in rows:
+            params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+            table.add_row(row["name"], row["h"], row["omega"], params, row["summary"], row["provider"])
+        Console(width=200).print(table)
+    if plot is not None:
+        _plot_weights(names, plot)
+        typer.echo(f"wrote {plot}")
+
+
+def _plot_weights(names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from bregzoo import create_divergence
+
+    ell = torch.linspace(-5, 5, 401, dtype=torch.float64)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        ax.plot(ell, create_divergence(name).log_weight(ell).exp(), label=name)
+    ax.set(xlabel="log r = log(q/p)", ylabel="omega(r) = r h''(r)", yscale="log",
+           title="Di-Bregman generator weights")
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

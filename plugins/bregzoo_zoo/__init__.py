@@ -1,0 +1,1 @@
+"""The built-in zoo. Registered through the ``bregzoo`` entry-point group, like any third-party plugin."""

@@ -1,0 +1,160 @@
+"""Registries of named components: validated names, wildcard listing, close-match errors.
+
+A component is named in Python as ``create("power", alpha=0.5)`` and on the command line as
+``power:alpha=0.5``. Names are lowercase letters, digits and hyphens (torch-fidelity's rule).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import fnmatch
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from bregzoo.errors import BregzooError, PluginError, UnknownNameError
+
+NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Where a registered name came from: the plugin, its distribution and version."""
+
+    plugin: str
+    dist: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.dist} {self.version} (plugin {self.plugin!r})"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A named factory that a plugin registers. ``factory(**params)`` builds the component."""
+
+    name: str
+    factory: Callable[..., Any]
+    summary: str = ""
+    provider: Provider | None = field(default=None, compare=False)
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it is lowercase letters, digits and single hyphens; raise otherwise."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise PluginError(
+            f"invalid component name {name!r}: use lowercase letters, digits and hyphens, "
+            "e.g. 'reverse-kl'"
+        )
+    return name
+
+
+def _parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """Split ``'power:alpha=0.5,beta=2'`` into ``('power', {'alpha': 0.5, 'beta': 2})``."""
+    name, _, rest = text.strip().partition(":")
+    params: dict[str, Any] = {}
+    if rest.strip():
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or not key.isidentifier() or not value.strip():
+                raise BregzooError(
+                    f"malformed component spec {text!r}: expected 'name' or "
+                    "'name:key=value,key=value', e.g. 'power:alpha=0.5'"
+                )
+            params[key] = _parse_value(value.strip())
+    elif rest or not name:
+        raise BregzooError(f"malformed component spec {text!r}: expected 'name' or 'name:key=value'")
+    return name.strip(), params
+
+
+class Registry:
+    """Named specs of one kind (divergence, backbone, ...), filled by the plugin manager."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._specs: dict[str, Spec] = {}
+
+    def add(self, spec: Spec) -> None:
+        """Register ``spec``; a name that is already taken is an error naming both providers."""
+        validate_name(spec.name)
+        old = self._specs.get(spec.name)
+        if old is not None:
+            raise PluginError(
+                f"duplicate {self.kind} name {spec.name!r}: provided by {old.provider} "
+                f"and by {spec.provider}; uninstall or disable one (BREGZOO_DISABLE_PLUGINS)"
+            )
+        self._specs[spec.name] = spec
+
+    def remove_provider(self, plugin: str) -> None:
+        """Drop every spec that ``plugin`` registered."""
+        for name in [n for n, s in self._specs.items() if s.provider and s.provider.plugin == plugin]:
+            del self._specs[name]
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Sorted names matching an fnmatch ``pattern`` such as ``'*kl*'``."""
+        return sorted(n for n in self._specs if fnmatch.fnmatchcase(n, pattern))
+
+    def get(self, name: str) -> Spec:
+        """The spec called ``name``; an unknown name lists close matches."""
+        try:
+            return self._specs[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self._specs), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}. {hint}Known: {', '.join(self.names()) or 'none'}. "
+                f"Is the plugin that provides it installed? (bregzoo plugins lists them)"
+            ) from None
+
+    def create(self, name_or_spec: str, **params: Any) -> Any:
+        """Build a component from a name plus keyword parameters, or from ``'name:key=value'``."""
+        name, parsed = parse_spec(name_or_spec)
+        parsed.update(params)
+        spec = self.get(name)
+        _check_params(self.kind, spec, parsed)
+        try:
+            return spec.factory(**parsed)
+        except BregzooError:
+            raise
+        except Exception as exc:  # a plugin's bug, not the user's input
+            raise PluginError(
+                f"{self.kind} {name!r} from {spec.provider} failed to build: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs
+
+    def __iter__(self):
+        return iter(self._specs[n] for n in self.names())
+
+
+def _check_params(kind: str, spec: Spec, params: dict[str, Any]) -> None:
+    try:
+        sig = inspect.signature(spec.factory)
+    except (TypeError, ValueError):
+        return
+    accepted = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    for key in params:
+        if key not in accepted:
+            raise BregzooError(
+                f"{kind} {spec.name!r} has no parameter {key!r}; "
+                f"it accepts: {', '.join(accepted) or 'no parameters'}"
+            )
