@@ -1,0 +1,64 @@
+"""A time-conditioned residual MLP for low-dimensional data: denoiser, generator or ratio estimator."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from bregzoo import BregzooError, Spec, hookimpl
+
+
+def fourier_features(c: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding of the noise conditioning c (B,) -> (B, dim)."""
+    freqs = torch.exp(torch.linspace(0, math.log(1000.0), dim // 2, device=c.device, dtype=c.dtype))
+    ang = c[:, None] * freqs[None]
+    return torch.cat([ang.sin(), ang.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, width))
+        self.film = nn.Linear(width, 2 * width)
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        scale, shift = self.film(emb).chunk(2, dim=1)
+        return h + self.net(h * (1 + scale) + shift)
+
+
+class MLP(nn.Module):
+    """forward(x (B, d), c_noise (B,)) -> (B, d), or (B,) with scalar_output."""
+
+    def __init__(self, dim: int, width: int = 128, depth: int = 3, scalar_output: bool = False) -> None:
+        super().__init__()
+        self.width = width
+        self.inp = nn.Linear(dim, width)
+        self.emb = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(ResBlock(width) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, 1 if scalar_output else dim))
+        self.scalar_output = scalar_output
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        emb = self.emb(fourier_features(c_noise.to(x.dtype), self.width))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        out = self.out(h)
+        return out.squeeze(1) if self.scalar_output else out
+
+
+def mlp(data_shape: tuple[int, ...], scalar_output: bool = False, width: int = 128, depth: int = 3) -> MLP:
+    """The residual MLP backbone for vector data."""
+    if len(data_shape) != 1:
+        raise BregzooError(f"the mlp backbone needs vector data, got shape {tuple(data_shape)}; use 'unet' for images")
+    if width < 2 or depth < 0:
+        raise BregzooError(f"mlp: width must be >= 2 and depth >= 0, got width={width}, depth={depth}")
+    return MLP(data_shape[0], width, depth, scalar_output)
+
+
+@hookimpl
+def register_backbones() -> list[Spec]:
+    """The MLP backbone."""
+    return [Spec("mlp", mlp, "time-conditioned residual MLP for low-dimensional data")]
