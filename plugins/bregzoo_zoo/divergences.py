@@ -111,11 +111,13 @@ class BinaryKL(Divergence):
     h_formula = "r log r - (1 + r) log(1 + r)"
     weight_formula = "1/(1 + r)"
 
+    # Written as r log(r/(1+r)) - log(1+r) = -r log1p(1/r) - log1p(r): the textbook form cancels
+    # at large r (h'(1e8) = log r - log1p(r) is 0 in float32 instead of -1e-8).
     def h(self, r: Tensor) -> Tensor:
-        return torch.special.xlogy(r, r) - (1 + r) * torch.log1p(r)
+        return -torch.special.xlog1py(r, r.reciprocal()) - torch.log1p(r)
 
     def dh(self, r: Tensor) -> Tensor:
-        return r.log() - torch.log1p(r)
+        return -torch.log1p(r.reciprocal())
 
     def d2h(self, r: Tensor) -> Tensor:
         return 1 / (r * (1 + r))
@@ -131,11 +133,12 @@ class JensenShannon(Divergence):
     h_formula = "(r log r - (1 + r) log((1 + r)/2)) / 2"
     weight_formula = "1/(2(1 + r))"
 
+    # bkl/2 + (1 + r) log(2)/2, in bkl's cancellation-free form.
     def h(self, r: Tensor) -> Tensor:
-        return 0.5 * (torch.special.xlogy(r, r) - (1 + r) * (torch.log1p(r) - LOG2))
+        return 0.5 * (-torch.special.xlog1py(r, r.reciprocal()) - torch.log1p(r) + (1 + r) * LOG2)
 
     def dh(self, r: Tensor) -> Tensor:
-        return 0.5 * (r.log() - torch.log1p(r) + LOG2)
+        return 0.5 * (LOG2 - torch.log1p(r.reciprocal()))
 
     def d2h(self, r: Tensor) -> Tensor:
         return 0.5 / (r * (1 + r))
@@ -230,7 +233,7 @@ class Power(Divergence):
 
     alpha: float = 0.5
     name = "power"
-    summary = "Basu power family; alpha -> 0 is reverse-kl, alpha = 1 is squared"
+    summary = "Basu power family; alpha -> 0 is reverse-kl, -1/2 is hellinger, 1 is 2 x squared"
     h_formula = "(r^(1+a) - r)/a"
     weight_formula = "(1 + a) r^a"
 
@@ -243,18 +246,28 @@ class Power(Divergence):
     def h(self, r: Tensor) -> Tensor:
         if self.alpha == 0:
             return torch.special.xlogy(r, r)
-        return r * torch.expm1(self.alpha * r.log()) / self.alpha
+        return r * _pow_minus_one(r, self.alpha) / self.alpha
 
     def dh(self, r: Tensor) -> Tensor:
         if self.alpha == 0:
             return r.log() + 1
-        return ((1 + self.alpha) * r.pow(self.alpha) - 1) / self.alpha
+        # ((1+a) r^a - 1)/a = (1+a)(r^a - 1)/a + 1: the direct form loses every digit as a -> 0.
+        return (1 + self.alpha) * _pow_minus_one(r, self.alpha) / self.alpha + 1
 
     def d2h(self, r: Tensor) -> Tensor:
         return (1 + self.alpha) * r.pow(self.alpha - 1)
 
     def log_weight(self, ell: Tensor) -> Tensor:
         return math.log1p(self.alpha) + self.alpha * ell
+
+
+def _pow_minus_one(r: Tensor, c: float) -> Tensor:
+    """r^c - 1: expm1 where c log r is small (no cancellation), r^c - 1 elsewhere.
+
+    expm1's backward is expm1(x) + 1, which loses every digit once x << 0; r.pow's does not.
+    """
+    x = c * r.log()
+    return torch.where(x.abs() < 1, torch.expm1(x.clamp(-1, 1)), r.pow(c) - 1)
 
 
 BUILTIN = [
