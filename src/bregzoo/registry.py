@@ -43,7 +43,7 @@ class Spec:
 
 def validate_name(name: object) -> str:
     """Return ``name`` if it is lowercase letters, digits and single hyphens; raise otherwise."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # match() lets "kl\n" through
         raise PluginError(
             f"invalid component name {name!r}: use lowercase letters, digits and hyphens, "
             "e.g. 'reverse-kl'"
@@ -63,23 +63,54 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets and quotes, so ``mult=(1,2,2)`` stays one item."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
+
+
 def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """Split ``'power:alpha=0.5,beta=2'`` into ``('power', {'alpha': 0.5, 'beta': 2})``."""
-    name, _, rest = text.strip().partition(":")
+    """Split ``'power:alpha=0.5,beta=2'`` into ``('power', {'alpha': 0.5, 'beta': 2})``.
+
+    Values are Python literals where they parse as one (``0.5``, ``(1, 2)``, ``'a,b'``), booleans
+    and ``none`` in any case, and plain strings otherwise (``h=power:alpha=0.5`` nests a spec).
+    """
+    def malformed(why: str) -> BregzooError:
+        return BregzooError(
+            f"malformed component spec {text!r}: {why}; expected 'name' or "
+            "'name:key=value,key=value', e.g. 'power:alpha=0.5'"
+        )
+
+    name, colon, rest = str(text).strip().partition(":")
+    name = name.strip()
+    if not name:
+        raise malformed("the name is missing")
     params: dict[str, Any] = {}
-    if rest.strip():
-        for item in rest.split(","):
+    if colon and not rest.strip():
+        raise malformed(f"nothing after '{name}:'")
+    if colon:
+        for item in _split_top_level(rest):
             key, eq, value = item.partition("=")
             key = key.strip()
             if not eq or not key.isidentifier() or not value.strip():
-                raise BregzooError(
-                    f"malformed component spec {text!r}: expected 'name' or "
-                    "'name:key=value,key=value', e.g. 'power:alpha=0.5'"
-                )
+                raise malformed(f"{item.strip()!r} is not key=value")
+            if key in params:
+                raise malformed(f"parameter {key!r} is given twice")
             params[key] = _parse_value(value.strip())
-    elif rest or not name:
-        raise BregzooError(f"malformed component spec {text!r}: expected 'name' or 'name:key=value'")
-    return name.strip(), params
+    return name, params
 
 
 class Registry:
@@ -124,6 +155,12 @@ class Registry:
     def create(self, name_or_spec: str, **params: Any) -> Any:
         """Build a component from a name plus keyword parameters, or from ``'name:key=value'``."""
         name, parsed = parse_spec(name_or_spec)
+        both = sorted(set(parsed) & set(params))
+        if both:
+            raise BregzooError(
+                f"{self.kind} {name_or_spec!r}: parameter(s) {', '.join(both)} given both in the spec "
+                "and as keywords; give each once"
+            )
         parsed.update(params)
         spec = self.get(name)
         _check_params(self.kind, spec, parsed)
@@ -149,7 +186,16 @@ def _check_params(kind: str, spec: Spec, params: dict[str, Any]) -> None:
         sig = inspect.signature(spec.factory)
     except (TypeError, ValueError):
         return
-    accepted = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    named = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = [p.name for p in named]
+    # A missing required parameter is the user's mistake: say so here, before the factory's
+    # TypeError would be reported as a bug in the plugin.
+    missing = [p.name for p in named if p.default is p.empty and p.name not in params]
+    if missing:
+        raise BregzooError(
+            f"{kind} {spec.name!r} needs parameter {', '.join(repr(m) for m in missing)}; "
+            f"e.g. '{spec.name}:{missing[0]}=...'"
+        )
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
     for key in params:
