@@ -21,6 +21,11 @@ def divergences(
     from bregzoo.plugins import get_host
 
     names = list_divergences(pattern)
+    if not list_divergences():
+        raise BregzooError(
+            "no divergences are registered: the built-in zoo (distribution 'bregzoo') and every other "
+            "plugin are missing or blocked; check BREGZOO_DISABLE_PLUGINS and 'bregzoo plugins'"
+        )
     if not names:
         raise BregzooError(f"no divergence matches {pattern!r}; run 'bregzoo divergences' to see them all")
     rows = []

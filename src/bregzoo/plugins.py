@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import inspect
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -34,6 +35,10 @@ KINDS: dict[str, str] = {
 }
 
 
+# Every hook name that hookspecs.py declares, for error messages.
+HOOKS = sorted(n for n, f in vars(hookspecs).items() if hasattr(f, f"{ENTRY_POINT_GROUP}_spec"))
+
+
 @dataclass
 class PluginInfo:
     """What one plugin is and provides; ``error`` is set when it failed to load."""
@@ -50,8 +55,14 @@ def strict() -> bool:
     return os.environ.get("BREGZOO_STRICT_PLUGINS", "").strip().lower() in ("1", "true", "yes")
 
 
+def _normalise(name: str) -> str:
+    """PEP 503 form, so that ``My_Plugin`` blocks the distribution ``my-plugin``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def disabled() -> set[str]:
-    return {p.strip() for p in os.environ.get("BREGZOO_DISABLE_PLUGINS", "").split(",") if p.strip()}
+    """Normalised names from BREGZOO_DISABLE_PLUGINS."""
+    return {_normalise(p.strip()) for p in os.environ.get("BREGZOO_DISABLE_PLUGINS", "").split(",") if p.strip()}
 
 
 def _as_spec(item: Any) -> Spec:
@@ -80,7 +91,7 @@ class PluginHost:
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
             name = f"{dist}.{ep.name}" if ep.dist else ep.name
-            if dist in blocked or ep.name in blocked or name in blocked:
+            if blocked & {_normalise(dist), _normalise(ep.name), _normalise(name)}:
                 continue
             try:
                 plugin = ep.load()
@@ -92,7 +103,7 @@ class PluginHost:
     def _fail(self, info: PluginInfo, exc: Exception) -> None:
         if strict():
             raise PluginError(f"plugin {info.name!r} from {info.dist} {info.version} failed: {exc}") from exc
-        info.error = f"{type(exc).__name__}: {exc}"
+        info.error = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, whatever the message
         self.infos[info.name] = info
         print(
             f"bregzoo: warning: plugin {info.name!r} from {info.dist} {info.version} skipped: "
@@ -108,7 +119,12 @@ class PluginHost:
         provider = Provider(name, dist, version)
         info = PluginInfo(name, dist, version)
         try:
-            self.pm.check_pending()
+            try:
+                self.pm.check_pending()  # an impl whose name is no hookspec (a misspelt hook)
+            except pluggy.PluginValidationError as exc:
+                raise PluginError(
+                    f"plugin {name!r} from {dist}: {exc}; bregzoo's hooks are {', '.join(HOOKS)}"
+                ) from exc
             info.hooks = sorted(
                 {h.name for h in self.pm.get_hookcallers(plugin) or []}
             )
@@ -165,9 +181,14 @@ def get_host() -> PluginHost:
     """The process-wide plugin host, loaded on first use."""
     global _HOST
     if _HOST is None:
-        host = PluginHost()
-        host.load_entry_points()
-        _HOST = host
+        # Published before loading: a plugin that calls create_*() while registering sees the
+        # plugins loaded so far instead of starting a second load (endless recursion).
+        _HOST = host = PluginHost()
+        try:
+            host.load_entry_points()
+        except BaseException:
+            _HOST = None  # strict mode raised: the next call tries again
+            raise
     return _HOST
 
 
