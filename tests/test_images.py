@@ -179,3 +179,42 @@ def test_image_folder_errors(tmp_path):
         ds[0]
     with pytest.raises(BregzooError, match="channels"):
         create_dataset("image-folder", root=str(tmp_path), channels=4)
+
+
+# -- unet backbone --------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 16, 16), (3, 32, 32)])
+def test_unet_shapes_and_scalar_head(shape):
+    torch.manual_seed(0)
+    spec = "unet:channels=16,mults=1x2x2,blocks=1,attn=8"
+    net = create_backbone(spec, data_shape=shape)
+    head = create_backbone(spec, data_shape=shape, scalar_output=True)
+    x, c = torch.randn(3, *shape), torch.randn(3)
+    assert net(x, c).shape == (3, *shape)
+    assert head(x, c).shape == (3,)
+    assert not hasattr(head, "up")  # the estimator is the encoder only
+    assert sum(p.numel() for p in head.parameters()) < sum(p.numel() for p in net.parameters())
+
+
+def test_unet_is_time_conditioned_and_trainable():
+    torch.manual_seed(0)
+    net = create_backbone("unet:channels=16,mults=1x2,blocks=1", data_shape=(1, 8, 8))
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.count_nonzero(net(x, torch.zeros(4))) == 0  # zero-initialised output layer
+    for p in net.parameters():  # leave the zero init so that every path carries signal
+        p.data.add_(0.05 * torch.randn_like(p))
+    out = net(x, torch.zeros(4))
+    assert not torch.allclose(out, net(x, torch.ones(4)))  # c_noise changes the output
+    assert torch.allclose(out[:2], net(x[:2], torch.zeros(2)), atol=1e-5)  # per-sample, no batch coupling
+    out.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_unet_option_parsing_and_shape_errors():
+    net = create_backbone("unet:channels=8,mults=1x2,blocks=1,attn=none", data_shape=(1, 8, 8))
+    assert net(torch.randn(2, 1, 8, 8), torch.zeros(2)).shape == (2, 1, 8, 8)
+    with pytest.raises(BregzooError, match="divisible by 4"):
+        create_backbone("unet:mults=1x2x2", data_shape=(1, 6, 6))
+    with pytest.raises(BregzooError, match="image data"):
+        create_backbone("unet", data_shape=(2,))
+    with pytest.raises(BregzooError, match="mults"):
+        create_backbone("unet:mults=1-2", data_shape=(1, 8, 8))  # '1-2' parses as -1
