@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-all install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml plugins/examples/bregzoo-alpha/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
+	# the example third-party plugin, installed like any outside package; its tests run in `make test`
+	$(BIN)/pip install -q -e ./plugins/examples/bregzoo-alpha
 	touch $(STAMP)
 
 install: $(STAMP)
