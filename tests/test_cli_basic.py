@@ -1,0 +1,96 @@
+"""The CLI skeleton: help, plugins, divergences, and one-line user errors (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import bregzoo
+from bregzoo import BregzooError, list_divergences
+from bregzoo_cli.app import get_app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(get_app(), list(args))
+
+
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0, result.output
+    for command in ("plugins", "divergences", "--debug"):
+        assert command in result.stdout
+
+
+def test_plugins_table_shows_the_builtin_zoo():
+    result = invoke("plugins")
+    assert result.exit_code == 0, result.output
+    assert "bregzoo.divergences" in result.stdout and bregzoo.__version__ in result.stdout
+    assert "reverse-kl" in result.stdout
+
+
+def test_plugins_json_lists_distribution_version_hooks_and_names():
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0, result.output
+    infos = json.loads(result.stdout)
+    zoo = [i for i in infos if i["dist"] == "bregzoo"]
+    assert zoo and all(i["version"] == bregzoo.__version__ and i["error"] is None for i in zoo)
+    divs = next(i for i in zoo if "divergence" in i["provides"])
+    assert divs["hooks"] == ["register_divergences"]
+    assert {"reverse-kl", "power", "bkl"} <= set(divs["provides"]["divergence"])
+    estimators = next(i for i in zoo if "ratio-estimator" in i["provides"])
+    assert {"classifier", "lsif", "kliep"} <= set(estimators["provides"]["ratio-estimator"])
+
+
+def test_divergences_lists_every_registered_one_with_formulas():
+    result = invoke("divergences")
+    assert result.exit_code == 0, result.output
+    names = list_divergences()
+    assert len(names) >= 12
+    assert f"{len(names)} divergences" in result.stdout
+    for name in names:
+        assert name in result.stdout
+    assert "r log r" in result.stdout and "(1 + a) r^a" in result.stdout
+
+
+def test_divergences_json_matches_the_registry():
+    rows = json.loads(invoke("divergences", "--json").stdout)
+    assert [row["name"] for row in rows] == list_divergences()
+    power = next(row for row in rows if row["name"] == "power")
+    assert power["params"] == {"alpha": 0.5} and power["omega"] == "(1 + a) r^a" and power["provider"] == "bregzoo"
+
+
+def test_divergences_pattern_selects():
+    result = invoke("divergences", "*kl*", "--json")
+    assert result.exit_code == 0, result.output
+    assert [row["name"] for row in json.loads(result.stdout)] == list_divergences("*kl*")
+    assert "lsif" not in result.stdout
+
+
+def test_divergences_plot_writes_a_png(tmp_path):
+    out = tmp_path / "w.png"
+    result = invoke("divergences", "*kl*", "--plot", str(out))
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("args, message", [
+    (("divergences", "nothing-*"), "error: no divergence matches 'nothing-*'"),
+    (("divergences", "--plot", "/nonexistent-dir/w.png", "kl"), "error:"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(message), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_debug_lets_the_traceback_through():
+    result = invoke("--debug", "divergences", "nothing-*")
+    assert isinstance(result.exception, BregzooError)
+    assert result.exit_code != 2  # the error propagated instead of being turned into one line
+    assert invoke("divergences", "nothing-*").exit_code == 2  # and --debug does not stick
