@@ -134,6 +134,17 @@ def test_ratio_clamp_keeps_the_value_and_passes_the_gradient():
     assert ell.grad.item() > 0  # straight through: the estimator is still pushed back down
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_normalised_weights_have_batch_mean_one_even_where_exp_overflows(name):
+    div = make(name)
+    ell = torch.tensor([-200.0, -3.0, 0.0, 2.0, 200.0])  # omega = e^200 is inf in float32
+    w = generator_weight(div, ell, normalize=True)
+    assert torch.isfinite(w).all() and (w >= 0).all()
+    torch.testing.assert_close(w.mean(), torch.tensor(1.0))
+    clamped = generator_weight(div, ell, clamp=3.0)
+    torch.testing.assert_close(clamped, div.log_weight(ell.clamp(-3, 3)).exp())
+
+
 # -- named cases of the estimator loss -------------------------------------------------------------
 ELL = torch.linspace(-6, 6, 25, dtype=torch.float64)
 

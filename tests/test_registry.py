@@ -153,3 +153,10 @@ def test_every_kind_has_a_registry_and_lists_sorted_names():
         names = list_components(kind)
         assert names == sorted(names)
     assert {"classifier", "lsif", "kliep", "bregman"} <= set(list_components("ratio-estimator"))
+
+
+def test_unknown_kind_is_a_clear_error():
+    from bregzoo.api import list_components
+
+    with pytest.raises(BregzooError, match="unknown component kind 'divergences'.*divergence"):
+        list_components("divergences")

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from bregzoo.plugins import get_host
+from bregzoo.errors import BregzooError
+from bregzoo.plugins import KINDS, get_host
+from bregzoo.registry import Registry
+
+
+def _registry(kind: str) -> Registry:
+    if kind not in KINDS:  # a bare KeyError would not say what the kinds are
+        raise BregzooError(f"unknown component kind {kind!r}; the kinds are {', '.join(KINDS)}")
+    return get_host().registries[kind]
 
 
 def list_components(kind: str, pattern: str = "*") -> list[str]:
     """Sorted names of ``kind`` (a key of ``bregzoo.plugins.KINDS``) matching an fnmatch pattern."""
-    return get_host().registries[kind].names(pattern)
+    return _registry(kind).names(pattern)
 
 
 def create_component(kind: str, name: str, **params: Any) -> Any:
     """Build the ``kind`` component ``name`` (or ``'name:key=value'``) with ``params``."""
-    return get_host().registries[kind].create(name, **params)
+    return _registry(kind).create(name, **params)
 
 
 def _pair(kind: str) -> tuple[Callable[..., list[str]], Callable[..., Any]]:

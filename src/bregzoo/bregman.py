@@ -6,6 +6,8 @@ values; the caller reduces them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -41,7 +43,7 @@ def generator_weight(
         ell = ell.clamp(-clamp, clamp)
     log_w = div.log_weight(ell)
     if normalize:  # divide by the batch mean in log space, so huge weights never overflow first
-        log_w = log_w - (torch.logsumexp(log_w.flatten(), 0) - torch.log(torch.tensor(float(log_w.numel()))))
+        log_w = log_w - (torch.logsumexp(log_w.flatten(), 0) - math.log(log_w.numel()))
     return log_w.exp()
 
 
