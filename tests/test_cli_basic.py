@@ -94,3 +94,18 @@ def test_debug_lets_the_traceback_through():
     assert isinstance(result.exception, BregzooError)
     assert result.exit_code != 2  # the error propagated instead of being turned into one line
     assert invoke("divergences", "nothing-*").exit_code == 2  # and --debug does not stick
+
+
+def test_math_doc_weight_table_matches_the_builtin_registry():
+    """docs/math.md's weight dictionary lists exactly the built-ins, with the registry's formulas."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "math.md").read_text(encoding="utf-8")
+    table = doc.split("<!-- weight-table:start -->")[1].split("<!-- weight-table:end -->")[0]
+    documented = {}
+    for line in table.strip().splitlines()[2:]:  # skip the header and the |---| rule
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        documented[cells[0]] = (cells[1], cells[2])
+    rows = json.loads(invoke("divergences", "--json").stdout)
+    builtin = {row["name"]: (row["h"], row["omega"]) for row in rows if row["provider"] == "bregzoo"}
+    assert documented == builtin
