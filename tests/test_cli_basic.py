@@ -109,3 +109,20 @@ def test_math_doc_weight_table_matches_the_builtin_registry():
     rows = json.loads(invoke("divergences", "--json").stdout)
     builtin = {row["name"]: (row["h"], row["omega"]) for row in rows if row["provider"] == "bregzoo"}
     assert documented == builtin
+
+
+def test_a_broken_plugin_does_not_break_the_cli(fresh_host, extra_entry_points, capsys):
+    from conftest import FakeEntryPoint
+
+    def load():
+        raise ImportError("No module named 'acme_missing_dependency'")
+
+    extra_entry_points([FakeEntryPoint("broken", "acme-broken", load)])
+    result = invoke("divergences", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) >= 12
+    err = capsys.readouterr().err + result.stderr  # the host loads inside or outside the runner
+    (line,) = [x for x in err.splitlines() if x.startswith("bregzoo: warning:")]
+    assert "acme-broken" in line and "acme_missing_dependency" in line
+    listed = json.loads(invoke("plugins", "--json").stdout)
+    assert next(i for i in listed if i["dist"] == "acme-broken")["error"].startswith("ImportError")
