@@ -218,3 +218,49 @@ def test_unet_option_parsing_and_shape_errors():
         create_backbone("unet", data_shape=(2,))
     with pytest.raises(BregzooError, match="mults"):
         create_backbone("unet:mults=1-2", data_shape=(1, 8, 8))  # '1-2' parses as -1
+
+
+# -- timm trunk -----------------------------------------------------------------------------------
+def test_timm_trunk_is_a_time_conditioned_scalar_estimator():
+    torch.manual_seed(0)
+    net = create_backbone("timm:model=resnet18", data_shape=(1, 8, 8), scalar_output=True).eval()
+    x = torch.randn(3, 1, 8, 8)
+    out = net(x, torch.zeros(3))
+    assert out.shape == (3,)
+    assert not torch.allclose(out, net(x, torch.full((3,), 2.0)))  # the extra channel carries c_noise
+    assert net.model.conv1.in_channels == 2
+    with pytest.raises(BregzooError, match="scalar output only"):
+        create_backbone("timm:model=resnet18", data_shape=(1, 8, 8))
+    with pytest.raises(BregzooError, match="resnet18"):
+        create_backbone("timm:model=resnet1B", data_shape=(1, 8, 8), scalar_output=True)
+
+
+def test_timm_pretrained_is_offline_only(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import timm
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(BregzooError, match="not on this machine.*checkpoint=FILE"):
+        create_backbone("timm:model=resnet18,pretrained=true", data_shape=(3, 16, 16), scalar_output=True)
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    # A file in the Hugging Face cache layout is found and loaded; the first conv is adapted to 4 channels.
+    torch.manual_seed(1)
+    src = timm.create_model("resnet18")
+    snap = tmp_path / "hf" / "models--timm--resnet18.a1_in1k"
+    (snap / "refs").mkdir(parents=True)
+    (snap / "refs" / "main").write_text("abc")
+    (snap / "snapshots" / "abc").mkdir(parents=True)
+    save_file(src.state_dict(), str(snap / "snapshots" / "abc" / "model.safetensors"))
+    net = create_backbone("timm:model=resnet18,pretrained=true", data_shape=(3, 16, 16), scalar_output=True)
+    assert torch.equal(net.model.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
+    assert net.model.conv1.weight.shape[1] == 4
+    # An explicit checkpoint file works too, and a missing one is a clear error.
+    save_file(src.state_dict(), str(tmp_path / "r18.safetensors"))
+    net = create_backbone("timm", data_shape=(3, 16, 16), scalar_output=True, checkpoint=str(tmp_path / "r18.safetensors"))
+    assert torch.equal(net.model.layer4[1].conv2.weight, src.layer4[1].conv2.weight)
+    with pytest.raises(BregzooError, match="does not exist"):
+        create_backbone("timm", data_shape=(3, 16, 16), scalar_output=True, checkpoint=str(tmp_path / "none.pt"))
