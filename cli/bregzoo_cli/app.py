@@ -46,10 +46,11 @@ def _root(
 
 
 def _add_builtin_commands() -> None:
-    from bregzoo_cli import divergences_cmd, plugins_cmd
+    from bregzoo_cli import check_cmd, divergences_cmd, plugins_cmd
 
     app.command("plugins")(plugins_cmd.plugins)
     app.command("divergences")(divergences_cmd.divergences)
+    app.command("check")(check_cmd.check)
 
 
 _add_builtin_commands()
