@@ -33,7 +33,7 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     list_only: Annotated[bool, typer.Option("--list", help="List the claims and exit.")] = False,
     dictionary: Annotated[bool, typer.Option(
-        "--dictionary", help="Print the unification dictionary (markdown) for the matching divergences and exit."
+        "--dictionary", help="Print the unification dictionary (markdown table of the named rows) and exit."
     )] = False,
 ) -> None:
     """Check every unification claim numerically (docs/unification.md); exit 1 if any fails.
@@ -47,10 +47,9 @@ def check(
             typer.echo(f"{name:20s} {text}")
         return
     if dictionary:
-        from bregzoo import list_divergences
         from bregzoo.check.dictionary import dictionary_markdown
 
-        typer.echo(dictionary_markdown(list_divergences(divergence)), nl=False)
+        typer.echo(dictionary_markdown(divergence), nl=False)
         return
     start = time.perf_counter()
     rows = run_checks(divergence, claims, quick=quick, estimators=estimator)

@@ -68,29 +68,29 @@ def _power_closed(div, q, p):
 ENTRIES: dict[str, Entry] = {
     "reverse-kl": Entry("KL(q‖p)", "DMD, Diff-Instruct, VSD (ω ≡ 1)", "—",
                         _kl_qp, lambda d, q, p: gaussian_kl(q, p)),
-    "ukl": Entry("KL(q‖p)", "same gradient as reverse-kl (ω ≡ 1)", "unnormalised KLIEP (`kliep`)",
+    "ukl": Entry("KL(q‖p)", "KLIEP's generator; DMD gradient (ω ≡ 1)", "unnormalised KLIEP (`kliep`)",
                  _kl_qp, lambda d, q, p: gaussian_kl(q, p)),
-    "kl": Entry("KL(p‖q)", "forward KL; f-distill 'forward-KL'", "—",
+    "kl": Entry("KL(p‖q)", "forward KL (mode-covering)", "—",
                 _kl_pq, lambda d, q, p: gaussian_kl(p, q)),
-    "lsif": Entry("½ χ²(q‖p) = ½∫(q−p)²/p", "f-distill 'Neyman χ²' (×½)", "uLSIF (`lsif`; BR = uLSIF + ½)",
+    "lsif": Entry("½ χ²(q‖p) = ½∫(q−p)²/p", "Pearson χ²(q‖p); uLSIF's generator", "uLSIF (`lsif`; BR = uLSIF + ½)",
                   lambda d, lq, lp: 0.5 * (lq.exp() - lp.exp()).square() * (-lp).exp(),
                   lambda d, q, p: 0.5 * (gaussian_power_integral(q, p, 2.0) - 1)),
-    "squared": Entry("½ χ²(q‖p)", "lsif up to an affine term", "uLSIF exactly (BR_squared = uLSIF)",
+    "squared": Entry("½ χ²(q‖p)", "lsif + affine term", "uLSIF exactly (BR_squared = uLSIF)",
                      lambda d, lq, lp: 0.5 * (lq.exp() - lp.exp()).square() * (-lp).exp(),
                      lambda d, q, p: 0.5 * (gaussian_power_integral(q, p, 2.0) - 1)),
-    "bkl": Entry("2 JS(q‖p)", "GAN / classifier weight ω = D = p/(p+q); f-distill 'JS' (×2)",
+    "bkl": Entry("2 JS(q‖p)", "GAN / classifier: ω = D = p/(p+q)",
                  "logistic regression (`classifier`)", _js2),
-    "js": Entry("JS(q‖p)", "Jensen-Shannon; f-distill 'JS' (×½)", "—",
+    "js": Entry("JS(q‖p)", "Jensen-Shannon", "—",
                 lambda d, lq, lp: 0.5 * _js2(d, lq, lp)),
-    "hellinger": Entry("H²(q,p) = ∫(√q−√p)²", "squared Hellinger; f-distill 'SH'", "—",
+    "hellinger": Entry("H²(q,p) = ∫(√q−√p)²", "squared Hellinger", "—",
                        lambda d, lq, lp: ((0.5 * lq).exp() - (0.5 * lp).exp()).square(),
                        lambda d, q, p: 2 - 2 * gaussian_power_integral(q, p, 0.5)),
-    "jeffreys": Entry("KL(q‖p) + KL(p‖q)", "Jeffreys; f-distill 'Jeffreys'", "—",
+    "jeffreys": Entry("KL(q‖p) + KL(p‖q)", "Jeffreys: KL + reverse KL", "—",
                       lambda d, lq, lp: (lq.exp() - lp.exp()) * (lq - lp),
                       lambda d, q, p: gaussian_kl(q, p) + gaussian_kl(p, q)),
-    "softened-rkl": Entry("2 KL((p+q)/2 ‖ p)", "f-distill 'softened RKL'", "—",
+    "softened-rkl": Entry("2 KL((p+q)/2 ‖ p)", "softened reverse KL", "—",
                           lambda d, lq, lp: (lq.exp() + lp.exp()) * (torch.logaddexp(lq, lp) - LOG2 - lp)),
-    "neyman": Entry("χ²(p‖q) = ∫(q−p)²/q", "f-distill 'Pearson χ²'", "—",
+    "neyman": Entry("χ²(p‖q) = ∫(q−p)²/q", "Neyman χ²(q‖p)", "—",
                     lambda d, lq, lp: (lq.exp() - lp.exp()).square() * (-lq).exp(),
                     lambda d, q, p: gaussian_power_integral(q, p, -1.0) - 1),
     "power": Entry("(∫q^(1+α) p^(−α) − 1)/α", "Basu power family; α→0 reverse-kl, α=1 squared", "—",
@@ -126,6 +126,8 @@ FDISTILL: tuple[FDistillWeight, ...] = (
                    lambda u: 1 / (1 + u), "1/(1+u)", "softened-rkl", 1.0),
     FDistillWeight("JS", lambda u: torch.special.xlogy(u, u) - (u + 1) * (torch.log1p(u) - LOG2),
                    "u log u − (u+1) log((u+1)/2)", lambda u: u / (1 + u), "u/(1+u)", "js", 0.5),
+    FDistillWeight("JS", lambda u: torch.special.xlogy(u, u) - (u + 1) * (torch.log1p(u) - LOG2),
+                   "u log u − (u+1) log((u+1)/2)", lambda u: u / (1 + u), "u/(1+u)", "bkl", 1.0),
     FDistillWeight("squared Hellinger", lambda u: (u.sqrt() - 1).square(), "(√u − 1)²",
                    lambda u: 0.5 * u.sqrt(), "½ √u", "hellinger", 1.0),
     FDistillWeight("forward-KL", lambda u: torch.special.xlogy(u, u), "u log u", lambda u: u.clone(), "u", "kl", 1.0),
@@ -168,11 +170,23 @@ BR_NAMED: dict[str, NamedObjective] = {"bkl": LOGISTIC, "lsif": ULSIF_PLUS_HALF,
 ESTIMATOR_NAMED: dict[str, NamedObjective] = {"classifier": LOGISTIC, "lsif": ULSIF_PLUS_HALF, "kliep": KLIEP}
 
 
-def dictionary_markdown(names: list[str]) -> str:
-    """The dictionary table (markdown) for the given registered divergence names, from code and registry."""
-    from bregzoo.api import create_divergence
+def dictionary_markdown(pattern: str = "*") -> str:
+    """The dictionary table (markdown) for the registered rows matching ``pattern``.
+
+    h(r) and omega(r) come from the registered classes, the rest from ``ENTRIES``, so the table in
+    docs/unification.md is checked against the code by a test (``bregzoo check --dictionary`` prints it).
+    """
+    import fnmatch
+
+    from bregzoo.api import create_divergence, list_divergences
+
+    registered = set(list_divergences(pattern))
+    names = [n for n in ENTRIES if n in registered and fnmatch.fnmatchcase(n, pattern)]
 
     fd = {w.ours: w for w in FDISTILL}
+    def weight_text(w: FDistillWeight) -> str:
+        return f"'{w.name}': " + (w.weight_formula if w.factor == 1 else f"{w.factor:g}·({w.weight_formula})")
+
     rows = [
         "| name | h(r) | ω(r) = r h''(r) | D_h(r‖1) | f-distill (u = 1/r) | method | estimator (BR_h) |",
         "|---|---|---|---|---|---|---|",
@@ -180,7 +194,7 @@ def dictionary_markdown(names: list[str]) -> str:
     for name in names:
         div = create_divergence(name)
         e, w = ENTRIES.get(name), fd.get(name)
-        fd_text = f"'{w.name}': {'' if w.factor == 1 else f'{w.factor:g}·'}{w.weight_formula}" if w else "—"
+        fd_text = weight_text(w) if w else "—"
         rows.append(
             f"| {name} | {div.h_formula or '(h only)'} | {div.weight_formula or '(autograd)'} | "
             f"{e.divergence if e else '—'} | {fd_text} | {e.method if e else '—'} | {e.estimator if e else '—'} |"
