@@ -155,3 +155,17 @@ def test_check_output():
             want.append((claim, "" if subject == "—" else subject, result == "pass"))
     rows = run_checks("alpha*", estimators="rulsif", quick=True)
     assert [(r.claim, r.subject, r.passed) for r in rows] == want
+
+
+def test_layout_output():
+    """The tree of step 2 names files that the example package really has."""
+    root = ROOT / "plugins" / "examples"
+    paths, stack = [], []
+    for line in block("output", "layout").splitlines():
+        name = re.sub(r"^[│├└─\s]*", "", line).split("  ")[0].strip()
+        depth = (len(line) - len(line.lstrip("│├└─ "))) // 4
+        stack[depth:] = [name.rstrip("/")]
+        paths.append("/".join(stack))
+    assert "bregzoo-alpha/src/bregzoo_alpha/divergences.py" in paths
+    for path in paths:
+        assert (root / path).exists(), path

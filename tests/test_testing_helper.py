@@ -17,6 +17,7 @@ from bregzoo.testing import (
     divergence_properties,
     estimator_properties,
     register_inline_plugin,
+    registered,
 )
 
 
@@ -95,7 +96,7 @@ def test_a_name_clash_fails_and_leaves_no_trace():
 
 def test_fixture_form(bregzoo_inline_plugin):
     bregzoo_inline_plugin(Plugin(), name="test-fixture")
-    assert "test-cosh" in list_divergences()
+    assert "test-cosh" in list_divergences() and registered("divergence", "test-*") == ["test-cosh"]
 
 
 def test_fixture_form_cleaned_up_after_the_previous_test():

@@ -199,7 +199,7 @@ def estimator_properties(est: RatioEstimator, seed: int = 0) -> list[Outcome]:
             ell = est.log_ratio(ref.detach())
             for what, value in (("loss", loss), ("d loss/d out_ref", ref.grad), ("d loss/d out_student", stu.grad),
                                 ("log_ratio", ell)):
-                if not torch.isfinite(value).all():
+                if value is not None and not torch.isfinite(value).all():
                     bad.append(f"{what} not finite for {dtype} outputs of scale {scale:g}")
     return [Outcome("property", "loss, gradients, log_ratio finite for |out| <= 50", not bad,
                     float(len(bad)), 0.0, "; ".join(bad[:3]))]
