@@ -17,6 +17,7 @@ from torch import Tensor
 
 from bregzoo.bregman import generator_weight, objective
 from bregzoo.check.cases import DiffusedCase, density_cases, diffused_cases
+from bregzoo.check.objective import objective_quadrature
 from bregzoo.check.result import ClaimResult, Worst
 from bregzoo.divergence import Divergence
 
@@ -99,8 +100,6 @@ class AffineShifted(Divergence):
 
 def affine_claim(div: Divergence, quick: bool) -> list[ClaimResult]:
     """affine-invariance: h + a + b r gives the same objective and gradient as h (any h)."""
-    from bregzoo.check.objective import objective_quadrature  # objective imports this module
-
     shifted = AffineShifted(base=div, a=1.7, b=-2.3)
     worst = Worst()
     for case in density_cases(quick):

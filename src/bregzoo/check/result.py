@@ -38,8 +38,8 @@ def errors(got: Tensor | float, want: Tensor | float, pointwise: bool = False) -
     """
     g = torch.as_tensor(got, dtype=torch.float64).flatten()
     w = torch.as_tensor(want, dtype=torch.float64).flatten()
-    if not (torch.isfinite(g).all() and torch.isfinite(w).all()):
-        return math.inf, math.inf
+    if not (torch.isfinite(g).all() and torch.isfinite(w).all()) or (g.numel() != w.numel() and w.numel() != 1):
+        return math.inf, math.inf  # NaN, overflow, or a plugin returning the wrong shape
     diff = g - w
     abs_err = float(diff.abs().max()) if diff.numel() else 0.0
     if pointwise:
@@ -54,7 +54,7 @@ class Worst:
     """Keeps the worst (abs, rel) error over several comparisons, and which one it was."""
 
     def __init__(self) -> None:
-        self.abs_err, self.rel_err, self.where = 0.0, 0.0, ""
+        self.abs_err, self.rel_err, self.where, self.count = 0.0, 0.0, "", 0
 
     def add(self, got: Tensor | float, want: Tensor | float, where: str = "", pointwise: bool = False) -> None:
         """Compare ``got`` with ``want`` (see ``errors``) and remember the worst so far."""
@@ -65,15 +65,18 @@ class Worst:
         """Record errors computed elsewhere; NaN counts as infinitely wrong."""
         if not (math.isfinite(abs_err) and math.isfinite(rel_err)):
             abs_err = rel_err = math.inf
-        if rel_err > self.rel_err or not self.where:
+        if rel_err > self.rel_err or not self.count:
             self.where = where
+        self.count += 1
         self.rel_err, self.abs_err = max(self.rel_err, rel_err), max(self.abs_err, abs_err)
 
-    def result(self, claim: str, subject: str, quantity: str, tol: float, on: str = "rel", detail: str = "") -> ClaimResult:
-        """The row: passes when the ``on`` error ("rel" or "abs") is below ``tol``."""
-        judged = self.rel_err if on == "rel" else self.abs_err
-        text = "; ".join(t for t in (detail, f"worst: {self.where}" if self.where else "") if t)
-        return ClaimResult(claim, subject, quantity, self.abs_err, self.rel_err, tol, bool(judged < tol), text)
+    def result(self, claim: str, subject: str, quantity: str, tol: float, detail: str = "") -> ClaimResult:
+        """The row: passes when the worst relative error is below ``tol`` (and something was compared)."""
+        where = f"worst: {self.where}" if self.where else ""
+        empty = "" if self.count else "nothing was compared"
+        text = "; ".join(t for t in (detail, where, empty) if t)
+        passed = self.count > 0 and self.rel_err < tol
+        return ClaimResult(claim, subject, quantity, self.abs_err, self.rel_err, tol, passed, text)
 
 
 def failed(claim: str, subject: str, quantity: str, tol: float, exc: BaseException) -> ClaimResult:

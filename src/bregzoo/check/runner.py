@@ -184,24 +184,18 @@ def run_checks(
     for name in div_names:
         try:
             div = create_divergence(name)
-        except BregzooError:
+        except BregzooError as exc:
             if ":" in name:
                 raise  # the user's own spec is wrong: a user error, not a failed claim
-            results.append(_build_failed(name))
+            results.append(failed("create", name, "builds with default parameters", 0.0, exc))
             continue
         results += check_divergence_claims(div, quick, claims)
     for name in est_names:
         try:
             est = create_ratio_estimator(name)
-        except BregzooError:
-            results.append(_build_failed(name))
+        except BregzooError as exc:
+            results.append(failed("create", name, "builds with default parameters", 0.0, exc))
             continue
         results += check_estimator_claims(est, quick, claims)
     return results
 
-
-def _build_failed(name: str) -> ClaimResult:
-    import sys
-
-    exc = sys.exc_info()[1]
-    return failed("create", name, "builds with default parameters", 0.0, exc or RuntimeError("unknown"))
