@@ -19,6 +19,18 @@ TINY = {"block_out_channels": [32, 32, 32, 32], "norm_num_groups": 8, "layers_pe
 CIFAR = SimpleNamespace(data_shape=(3, 32, 32))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are small; on a shared 2-core box extra BLAS/OpenMP threads only oversubscribe it."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
 def _diffusers_dir(tmp_path: Path, overrides: dict, head_dim: object = "absent", seed: int = 0) -> tuple[Path, torch.nn.Module]:
     """Build diffusers' UNet2DModel with the DDPM CIFAR-10 layout and random weights; save it as a checkpoint folder."""
     cfg = {k: v for k, v in DDPM_CIFAR10_CONFIG.items() if k not in ("attention_head_dim", "dropout")}
@@ -105,6 +117,8 @@ def test_teacher_converts_eps_to_x0_like_ddpm(tmp_path, schedule):
         s_mid = ((table.s(torch.tensor([250])).log() + table.s(torch.tensor([251])).log()) / 2 + 1e-4).exp()
         t_mid = schedule.t_of_s(s_mid).float().expand(3)
         assert not torch.allclose(teacher.denoise(x, t_mid), nearest.denoise(x, t_mid))
+    samples = teacher.sample(2, steps=3, generator=torch.Generator().manual_seed(0))  # the Heun ODE sampler runs on it
+    assert samples.shape == (2, 3, 32, 32) and torch.isfinite(samples).all()
 
 
 def test_teacher_and_backbone_errors(tmp_path):
