@@ -64,11 +64,11 @@ def main() -> None:
     test_acc = accuracy(net, x_te, y_te)
     print(f"digits test accuracy: {test_acc:.4f} ({round(test_acc * len(y_te))}/{len(y_te)}) "
           f"after {args.epochs} epochs, {time.time() - t0:.0f} s")
-    from safetensors.torch import save_file
+    from bregzoo import io  # atomic: a crash never leaves a half-written asset
 
     meta = {"test_accuracy": f"{test_acc:.4f}", "test_images": str(len(y_te)), "train_images": str(len(y_tr)),
             "epochs": str(args.epochs), "seed": str(args.seed), "trained_by": "benchmarks/train_digits_classifier.py"}
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, args.out, metadata=meta)
+    io.save_file(net.state_dict(), args.out, metadata=meta)
     print(f"wrote {args.out}")
 
 

@@ -52,7 +52,15 @@ def divergences(
 
 
 def _plot_weights(names: list[str], path: Path) -> None:
+    import io
+
     import matplotlib
+
+    from bregzoo import BregzooError
+    from bregzoo import io as bregzoo_io
+
+    if not path.parent.is_dir():
+        raise BregzooError(f"--plot {path}: the folder {path.parent} does not exist; create it or pick another path")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -69,5 +77,7 @@ def _plot_weights(names: list[str], path: Path) -> None:
     ax.axvline(0, color="grey", lw=0.5)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()  # rendered in memory, then written atomically: a crash never leaves half a PNG
+    fig.savefig(buf, format="png", dpi=120)
+    bregzoo_io.write_bytes(path, buf.getvalue())
     plt.close(fig)
