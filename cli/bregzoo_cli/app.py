@@ -51,6 +51,11 @@ def _add_builtin_commands() -> None:
     app.command("plugins")(plugins_cmd.plugins)
     app.command("divergences")(divergences_cmd.divergences)
     app.command("check")(check_cmd.check)
+    from bregzoo_cli import sample_cmd, train_cmd
+
+    app.command("train")(train_cmd.train)
+    app.command("sample")(sample_cmd.sample)
+    from bregzoo_cli import bench_cmd; app.command("bench")(bench_cmd.bench)  # noqa: E702
 
 
 _add_builtin_commands()

@@ -1,0 +1,185 @@
+"""The leaderboard: per task, one row per divergence (mean ± std over seeds), ranked by the task's
+primary metric, with the delta vs ``reverse-kl`` (the DMD baseline) and the teacher sampler's row.
+
+Outputs: ``leaderboard.json`` (everything), ``leaderboard.csv`` (one line per row and metric),
+``leaderboard.md`` (the human view); the PNG is drawn by ``bregzoo.bench.plots``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from bregzoo.bench.suite import Suite
+
+BASELINE = "reverse-kl"
+TEACHER = "teacher"
+
+
+def _row_key(rec: dict[str, Any], estimators: set[str]) -> str:
+    return rec["divergence"] if len(estimators) <= 1 else f"{rec['divergence']} / {rec['estimator']}"
+
+
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    ok = [v for v in values if v is not None and math.isfinite(v)]
+    return {"mean": statistics.fmean(ok) if ok else None,
+            "std": statistics.stdev(ok) if len(ok) > 1 else (0.0 if ok else None),
+            "n": len(ok), "failed": len(values) - len(ok)}
+
+
+def _delta(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0:
+        return None
+    return 100.0 * (value - base) / abs(base)
+
+
+def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The leaderboard dict: ``{"suite", "tasks": {task: {"primary", "rows": [...]}}}``."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in results:
+        by_task[rec["task"]].append(rec)
+    tasks = {}
+    for task, recs in by_task.items():
+        primary = suite.primary_of(task)
+        higher = primary in suite.higher_is_better
+        estimators = {r["estimator"] for r in recs}
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in recs:
+            groups[_row_key(r, estimators)].append(r)
+        metrics = sorted({k for r in recs for k in (r.get("student") or {})} |
+                         {k for r in recs for k in (r.get("teacher") or {})})
+        rows = []
+        for key, rs in groups.items():
+            ok = [r for r in rs if r.get("status") == "ok"]
+            rows.append({
+                "name": key, "divergence": rs[0]["divergence"], "estimator": rs[0]["estimator"],
+                "seeds": sorted(r["seed"] for r in rs), "failed_runs": len(rs) - len(ok),
+                "errors": sorted({r["error"] for r in rs if r.get("error")}),
+                "metrics": {m: _stats([(r.get("student") or {}).get(m) for r in ok]) for m in metrics},
+                "seconds": statistics.fmean(r["seconds"] for r in rs) if rs else None,
+                "steps": ok[0].get("steps") if ok else None,
+                "dist": rs[0].get("provenance", {}).get("dist", "?"),
+                "version": rs[0].get("provenance", {}).get("version", "?"),
+            })
+        # Rank by the primary metric's mean; a row whose primary metric failed on any seed ranks last.
+        def sort_key(row: dict[str, Any]) -> tuple:
+            s = row["metrics"].get(primary, {})
+            bad = s.get("mean") is None or s.get("failed", 0) > 0 or row["failed_runs"] > 0
+            m = s.get("mean") or 0.0
+            return (bad, -m if higher else m)
+
+        rows.sort(key=sort_key)
+        for i, row in enumerate(rows, 1):
+            row["rank"] = i
+        base = next((r for r in rows if r["divergence"] == BASELINE), None)
+        for row in rows:
+            row["delta_vs_baseline_pct"] = {
+                m: _delta(row["metrics"][m]["mean"], base["metrics"][m]["mean"] if base else None) for m in metrics}
+        teacher_ok = [r for r in recs if r.get("status") == "ok"]
+        teacher_seen = {}  # one teacher evaluation per seed (it does not depend on the divergence)
+        for r in teacher_ok:
+            teacher_seen.setdefault(r["seed"], r.get("teacher") or {})
+        teacher = {"name": TEACHER, "metrics": {m: _stats([t.get(m) for t in teacher_seen.values()]) for m in metrics},
+                   "steps": teacher_ok[0]["config"]["eval"]["teacher_steps"] if teacher_ok else None,
+                   "sampler": teacher_ok[0]["config"]["eval"]["teacher_sampler"] if teacher_ok else None}
+        tasks[task] = {"primary": primary, "higher_is_better": higher, "metrics": metrics, "rows": rows,
+                       "teacher": teacher, "baseline": BASELINE if base else None,
+                       "budget": _budget(recs)}
+    return {"bregzoo_leaderboard": 1, "suite": suite.name, "source": suite.source, "tasks": tasks}
+
+
+def _budget(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    c = recs[0]["config"]
+    return {"steps": c["train"]["steps"], "batch_size": c["train"]["batch_size"],
+            "fake_updates": c["train"]["fake_updates"], "lr_generator": c["optim"]["lr_generator"],
+            "eval_samples": c["eval"]["samples"], "backbone": c["backbone"], "schedule": c["schedule"],
+            "teacher": c["teacher"]}
+
+
+def ranked_divergences(suite: Suite, results: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per group: its divergences ordered by mean rank over the group's tasks (best first), for ``top:N``."""
+    out = {}
+    for group in suite.groups:
+        recs = [r for r in results if r["group"] == group.name]
+        if not recs:
+            continue
+        ranks: dict[str, list[int]] = defaultdict(list)
+        for task in build(suite, recs)["tasks"].values():
+            for row in task["rows"]:
+                ranks[row["divergence"]].append(row["rank"])
+        out[group.name] = sorted(ranks, key=lambda d: (statistics.fmean(ranks[d]), d))
+    return out
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3g}"
+
+
+def _cell(s: dict[str, Any]) -> str:
+    if not s or s.get("mean") is None:
+        return "failed"
+    text = f"{_fmt(s['mean'])} ± {s['std']:.2g}"
+    return text + (f" ({s['failed']} failed)" if s.get("failed") else "")
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.1f}%"
+
+
+def to_markdown(board: dict[str, Any], skipped: list[dict[str, str]] | None = None) -> str:
+    """One table per task; the teacher sampler's row at the bottom for reference."""
+    lines = [f"# Leaderboard: suite `{board['suite']}`", ""]
+    for task, t in board["tasks"].items():
+        p, b = t["primary"], t["budget"]
+        better = "higher" if t["higher_is_better"] else "lower"
+        lines += [f"## {task}", "",
+                  f"Ranked by **{p}** ({better} is better). Δ vs `{BASELINE}` is the relative change of the mean "
+                  f"{p} (negative = lower). Budget per cell: {b['steps']} steps, batch {b['batch_size']}, "
+                  f"{b['fake_updates']} fake updates/step, lr {b['lr_generator']}, backbone `{b['backbone']}`, "
+                  f"schedule `{b['schedule']}`; metrics on {b['eval_samples']} samples.", ""]
+        head = ["rank", "divergence", *t["metrics"], f"Δ{p} vs {BASELINE}", "seeds", "wall s/run", "plugin"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in t["rows"]:
+            name = f"**{r['name']}**" if r["divergence"] == BASELINE else r["name"]
+            fail = f" ({r['failed_runs']} runs failed)" if r["failed_runs"] else ""
+            lines.append("| " + " | ".join([
+                str(r["rank"]), name + fail, *(_cell(r["metrics"][m]) for m in t["metrics"]),
+                _pct(r["delta_vs_baseline_pct"].get(p)), str(len(r["seeds"])), f"{r['seconds']:.1f}",
+                f"{r['dist']} {r['version']}"]) + " |")
+        tr = t["teacher"]
+        lines.append("| — | *teacher sampler* " + f"({tr['sampler']}, {tr['steps']} steps)" + " | " + " | ".join(
+            _cell(tr["metrics"][m]) for m in t["metrics"]) + " | — | " + str(tr["metrics"][p]["n"] if p in tr["metrics"]
+                                                                             else 0) + " | — | — |")
+        errors = sorted({e for r in t["rows"] for e in r["errors"]})
+        if errors:
+            lines += ["", "Failures: " + "; ".join(f"`{e}`" for e in errors)]
+        lines.append("")
+    for s in skipped or []:
+        lines += [f"Skipped group `{s['group']}`: {s['note']}", ""]
+    return "\n".join(lines)
+
+
+def to_csv(board: dict[str, Any]) -> str:
+    """Long format: task, divergence, estimator, rank, metric, mean, std, n, delta %, seconds, dist, version."""
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["task", "row", "divergence", "estimator", "rank", "metric", "mean", "std", "n", "failed",
+                "delta_vs_reverse_kl_pct", "seconds", "dist", "version"])
+    for task, t in board["tasks"].items():
+        for r in t["rows"]:
+            for m in t["metrics"]:
+                s = r["metrics"][m]
+                w.writerow([task, r["name"], r["divergence"], r["estimator"], r["rank"], m, s["mean"], s["std"], s["n"],
+                            s["failed"], r["delta_vs_baseline_pct"].get(m), r["seconds"], r["dist"], r["version"]])
+        for m in t["metrics"]:
+            s = t["teacher"]["metrics"][m]
+            w.writerow([task, TEACHER, "", "", "", m, s["mean"], s["std"], s["n"], s["failed"], "", "", "", ""])
+    return buf.getvalue()

@@ -1,0 +1,74 @@
+"""leaderboard.png: the primary metric per divergence per task (bars, ± std over seeds), then a
+scatter montage of each divergence's samples (seed 0), best first, next to the teacher sampler's."""
+
+from __future__ import annotations
+
+import io as _io
+from pathlib import Path
+from typing import Any
+
+from bregzoo import io
+
+
+def _bars(ax: Any, task: str, t: dict[str, Any]) -> None:
+    p = t["primary"]
+    rows = [r for r in t["rows"] if r["metrics"].get(p, {}).get("mean") is not None]
+    names = [r["name"] for r in rows]
+    means = [r["metrics"][p]["mean"] for r in rows]
+    stds = [r["metrics"][p]["std"] or 0.0 for r in rows]
+    colors = ["tab:red" if r["divergence"] == "reverse-kl" else "tab:blue" for r in rows]
+    ax.barh(range(len(rows)), means, xerr=stds, color=colors, alpha=0.8)
+    ax.set_yticks(range(len(rows)), names, fontsize=7)
+    ax.invert_yaxis()  # best at the top
+    teacher = t["teacher"]["metrics"].get(p, {}).get("mean")
+    if teacher is not None:
+        ax.axvline(teacher, color="k", ls="--", lw=1, label=f"teacher ({t['teacher']['steps']} steps)")
+        ax.legend(fontsize=7, loc="lower right")
+    if means and min(means) > 0 and max(means) / min(means) > 50:
+        ax.set_xscale("log")
+    ax.set_title(f"{task}: {p} ({'higher' if t['higher_is_better'] else 'lower'} is better)", fontsize=9)
+
+
+def _scatter(ax: Any, pts: list, title: str, lim: float) -> None:
+    if pts:
+        xs, ys = zip(*[(p[0], p[1]) for p in pts])
+        ax.scatter(xs, ys, s=2, alpha=0.5, linewidths=0)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+    ax.set_title(title, fontsize=7)
+
+
+def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -> Path:
+    """Write the bar charts and the sample montage to ``path`` (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(board["tasks"])
+    seed0 = {(r["task"], r["divergence"], r["estimator"]): r for r in results
+             if r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in results if x["task"] == r["task"])}
+    montage = [t for t in tasks if any(seed0.get((t, row["divergence"], row["estimator"]), {}).get("samples")
+                                       for row in board["tasks"][t]["rows"])]
+    ncols = max([len(tasks)] + [len(board["tasks"][t]["rows"]) + 1 for t in montage])
+    fig = plt.figure(figsize=(max(4.5 * len(tasks), 1.5 * ncols), 4.5 + 1.9 * len(montage)))
+    subs = fig.subfigures(1 + len(montage), 1, height_ratios=[4.5] + [1.9] * len(montage), squeeze=False)[:, 0]
+    axes = subs[0].subplots(1, len(tasks), squeeze=False)[0]
+    for ax, task in zip(axes, tasks):
+        _bars(ax, task, board["tasks"][task])
+    for sub, task in zip(subs[1:], montage):
+        rows = board["tasks"][task]["rows"]
+        panels = [(f"{task}: teacher", next((r.get("teacher_samples") for k, r in seed0.items() if k[0] == task), []))]
+        panels += [(f"#{row['rank']} {row['name']}",
+                    seed0.get((task, row["divergence"], row["estimator"]), {}).get("samples", [])) for row in rows]
+        allv = [abs(v) for _, pts in panels for p in pts for v in p[:2]]
+        lim = (sorted(allv)[int(0.99 * (len(allv) - 1))] * 1.15 + 0.1) if allv else 1.0
+        axs = sub.subplots(1, ncols, squeeze=False)[0]
+        for ax, (title, pts) in zip(axs, panels):
+            _scatter(ax, pts, title, lim)
+        for ax in axs[len(panels):]:
+            ax.axis("off")
+    fig.suptitle(f"bregzoo bench: suite {board['suite']} (samples: seed 0, best first)", fontsize=10)
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return io.write_bytes(path, buf.getvalue())

@@ -1,0 +1,173 @@
+"""Run a suite's cells: in parallel worker processes, one result file per finished cell, resumable.
+
+    <out>/cells/<cell-id>.json    a finished cell (written atomically; skipped on the next run)
+    <out>/work/<cell-id>/         the cell's run directory while it trains (removed afterwards)
+
+A cell is reused only if its stored config hash matches the cell's config now, so editing a suite's
+budget reruns the affected cells instead of mixing budgets in one leaderboard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable
+
+from bregzoo import io
+from bregzoo.bench.suite import Cell, Suite, expand
+
+SAMPLES_KEPT = 256  # student/teacher samples stored per cell for the montage
+OnCell = Callable[[Cell, dict[str, Any], int, int], None]
+
+
+@dataclass
+class SuiteRun:
+    """What ``run_suite`` did: the cell results (finished and reused) and the groups it skipped."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    ran: int = 0
+    reused: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _finite(d: dict[str, float]) -> dict[str, float | None]:
+    """NaN/inf (a diverged run) become null: JSON has no NaN, and the leaderboard counts them as failed."""
+    return {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in d.items()}
+
+
+def _samples(x: Any) -> list:
+    import torch
+
+    x = x[:SAMPLES_KEPT].detach().float().cpu() if isinstance(x, torch.Tensor) else torch.zeros(0)
+    return [[round(float(v), 4) for v in row.flatten()] for row in x] if x.ndim == 2 else []
+
+
+def _teacher_samples(student: Any, cell: Cell) -> Any:
+    """A few samples of the teacher's ODE sampler, for the montage (same settings as its metrics row)."""
+    import torch
+
+    from bregzoo.train.build import build
+    from bregzoo.teacher import sample_ode
+
+    parts, e = build(cell.config), cell.config.eval
+    noise = torch.randn(SAMPLES_KEPT, *student.data_shape, generator=torch.Generator().manual_seed(cell.seed))
+    with torch.no_grad():
+        return sample_ode(parts.teacher.denoise, parts.schedule, noise, e.teacher_steps, e.teacher_sampler)
+
+
+def run_cell(cell: Cell, out: str) -> dict[str, Any]:
+    """Train one cell in a scratch run directory and return its result record (never raises on a
+    training failure: the error is recorded, so one diverging divergence cannot stop the suite)."""
+    import torch
+
+    from bregzoo.bench.provenance import divergence_provenance
+    from bregzoo.train import load_student, train
+
+    work = Path(out) / "work" / cell.id
+    record: dict[str, Any] = {
+        "bregzoo_bench_cell": 1, "id": cell.id, "group": cell.group, "task": cell.task,
+        "divergence": cell.divergence, "estimator": cell.estimator, "seed": cell.seed,
+        "config_hash": cell.config_hash, "config": cell.config.replace(out=None).to_dict(),
+        "provenance": divergence_provenance(cell.divergence), "torch": torch.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+    }
+    started = time.perf_counter()
+    try:
+        result = train(cell.config.replace(out=str(work)), overwrite=True)
+        student = load_student(result.run_dir)
+        record.update(status="ok", steps=result.steps, seconds=result.seconds,
+                      student=_finite(result.student), teacher=_finite(result.teacher),
+                      samples=_samples(student.sample(SAMPLES_KEPT, seed=cell.seed)),
+                      teacher_samples=_samples(_teacher_samples(student, cell)))
+    except Exception as exc:  # recorded, reported in the leaderboard as failed
+        record.update(status="failed", seconds=time.perf_counter() - started, student={}, teacher={},
+                      error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                      traceback=traceback.format_exc()[-2000:])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+def cell_path(out: Path, cell: Cell) -> Path:
+    return out / "cells" / f"{cell.id}.json"
+
+
+def load_done(out: Path, cell: Cell) -> dict[str, Any] | None:
+    """The stored result of ``cell`` if it exists, is readable and was run with the same config."""
+    try:
+        rec = json.loads(cell_path(out, cell).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("config_hash") == cell.config_hash else None
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # small 2-D nets: one thread per worker beats contended OpenMP pools
+
+
+def _execute(cells: list[Cell], out: Path, workers: int, on_cell: OnCell | None, done_before: int,
+             total: int) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+
+    def finish(cell: Cell, rec: dict[str, Any]) -> None:
+        io.write_json(cell_path(out, cell), rec)
+        results.append(rec)
+        if on_cell is not None:
+            on_cell(cell, rec, done_before + len(results), total)
+
+    if workers <= 1 or len(cells) <= 1:
+        for cell in cells:
+            finish(cell, run_cell(cell, str(out)))
+        return results
+    # spawn, not fork: forking a process whose torch thread pools are already running can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+        pending = {pool.submit(run_cell, c, str(out)): c for c in cells}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                finish(pending.pop(fut), fut.result())
+    return results
+
+
+def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, seeds: int | None = None, divergence: str = "*",
+              task: str = "*", on_cell: OnCell | None = None,
+              on_plan: Callable[[int, int], None] | None = None) -> SuiteRun:
+    """Run every selected cell of ``suite`` not already finished in ``out``; groups run in order
+    (a ``top:N`` group needs its ``rank_from`` group's results)."""
+    from bregzoo.bench.leaderboard import ranked_divergences
+
+    out = Path(out)
+    run = SuiteRun()
+    for group in suite.groups:
+        missing = group.missing()
+        if missing:
+            run.skipped.append({"group": group.name, "note": group.missing_note or f"missing {', '.join(missing)}",
+                                "missing": ", ".join(missing)})
+            continue
+        ranked = ranked_divergences(suite, run.results)
+        cells = expand(suite, group, seeds=seeds, divergence=divergence, task=task, ranked=ranked)
+        todo = []
+        for cell in cells:
+            rec = load_done(out, cell)
+            if rec is None:
+                todo.append(cell)
+            else:
+                run.results.append(rec)
+                run.reused += 1
+        if on_plan is not None:
+            on_plan(len(cells), len(cells) - len(todo))
+        fresh = _execute(todo, out, workers, on_cell, len(cells) - len(todo), len(cells))
+        run.results += fresh
+        run.ran += len(fresh)
+    return run

@@ -1,0 +1,223 @@
+"""bregzoo bench: suite parsing, cell expansion, the leaderboard, resume, compare, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bregzoo import BregzooError, list_divergences
+from bregzoo.bench import compare, expand, load_suite, parse_suite, run_suite, to_text, write_outputs
+from bregzoo.bench.leaderboard import build, ranked_divergences
+from bregzoo_cli.app import get_app
+
+# A tiny budget: the point is the pipeline, not the numbers (a cell takes a few seconds).
+TINY = """
+[suite]
+name = "tiny"
+[leaderboard]
+primary = "mmd2"
+higher_is_better = ["precision", "mode_recall", "modes_covered"]
+[config]
+"train.steps" = 2
+"train.batch_size" = 32
+"train.log_every" = 1
+"train.eval_every" = 1000
+"train.checkpoint_every" = 1000
+"eval.samples" = 64
+"eval.teacher_steps" = 4
+"eval.final_metrics" = ["mmd", "precision"]
+[[group]]
+name = "2d"
+tasks = ["gmm8", "gmm25"]
+divergences = ["reverse-kl", "lsif"]
+seeds = 1
+"""
+
+
+def tiny_suite(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def suite_data(**group) -> dict:
+    g = {"name": "2d", "tasks": ["gmm8", "gmm25"], "divergences": ["reverse-kl", "bkl"], "seeds": 2, **group}
+    return {"suite": {"name": "t"}, "config": {"train.steps": 7}, "group": [g]}
+
+
+# -- suites and cells -------------------------------------------------------------------------------
+
+def test_shipped_suites_parse_and_standard_covers_every_divergence():
+    quick, standard = load_suite("quick"), load_suite("standard")
+    assert len(expand(quick, quick.groups[0])) == 6  # 2 tasks x 3 divergences x 1 seed
+    cells = expand(standard, standard.groups[0])
+    assert {c.divergence for c in cells} == set(list_divergences())
+    assert {c.task for c in cells} == {"gmm8", "gmm25", "gmm-unbalanced"} and {c.seed for c in cells} == {0, 1, 2}
+
+
+@pytest.mark.parametrize("data, where", [
+    ({"suite": {"name": "x"}, "grop": []}, "'grop'"),
+    ({"suite": {"nam": "x"}, "group": [{"name": "g", "tasks": ["gmm8"], "divergences": ["kl"]}]}, "'nam'"),
+    ({"group": [{"name": "g", "tasks": ["gmm8"], "divergences": ["kl"], "seed": 3}]}, "'seed'"),
+    ({"config": {"train.stepz": 3}, "group": [{"name": "g", "tasks": ["gmm8"], "divergences": ["kl"]}]}, "stepz"),
+    ({"group": [{"name": "g", "tasks": ["gmm8"]}]}, "'divergences'"),
+    ({"group": [{"name": "g", "tasks": ["gmm8"], "divergences": ["top:2"], "rank_from": "nope"}]}, "rank_from"),
+])
+def test_suite_errors_name_the_bad_key(data, where):
+    with pytest.raises(BregzooError, match=where):
+        parse_suite(data)
+
+
+def test_unknown_suite_name_lists_the_known_ones():
+    with pytest.raises(BregzooError, match="known suites: .*quick.*standard"):
+        load_suite("nosuch")
+
+
+def test_cells_share_one_budget_and_differ_only_in_their_coordinates():
+    suite = parse_suite(suite_data(config={"train.batch_size": 16}))
+    cells = expand(suite, suite.groups[0])
+    assert len(cells) == 2 * 2 * 2 and len({c.id for c in cells}) == len(cells)
+    for c in cells:
+        assert c.config.train.steps == 7 and c.config.train.batch_size == 16
+        assert (c.config.task, c.config.divergence, c.config.train.seed) == (c.task, c.divergence, c.seed)
+    base = {json.dumps(c.config.replace(task="x", divergence="x", **{"train.seed": 0}).to_dict()) for c in cells}
+    assert len(base) == 1
+    assert [c.divergence for c in expand(suite, suite.groups[0], divergence="b*")] == ["bkl"] * 4
+    assert len(expand(suite, suite.groups[0], seeds=1, task="gmm25")) == 2
+
+
+def test_star_picks_up_every_registered_divergence_and_specs_pass_through():
+    suite = parse_suite(suite_data(divergences=["*", "power:alpha=0.25"], seeds=1, tasks=["gmm8"]))
+    divs = [c.divergence for c in expand(suite, suite.groups[0])]
+    assert divs == list_divergences() + ["power:alpha=0.25"]
+    with pytest.raises(BregzooError, match="matches no registered divergence"):
+        expand(parse_suite(suite_data(divergences=["zz*"])), parse_suite(suite_data(divergences=["zz*"])).groups[0])
+
+
+def test_config_hash_changes_with_the_budget():
+    a = expand(parse_suite(suite_data()), parse_suite(suite_data()).groups[0])[0]
+    b_suite = parse_suite({**suite_data(), "config": {"train.steps": 8}})
+    assert a.id == expand(b_suite, b_suite.groups[0])[0].id
+    assert a.config_hash != expand(b_suite, b_suite.groups[0])[0].config_hash
+
+
+# -- the leaderboard, from synthetic results ---------------------------------------------------------
+
+def record(div: str, seed: int, mmd2: float | None, task: str = "gmm8", precision: float = 0.5) -> dict:
+    return {"id": f"{task}-{div}-{seed}", "group": "2d", "task": task, "divergence": div, "estimator": "classifier",
+            "seed": seed, "status": "ok", "seconds": 1.0, "steps": 7,
+            "student": {"mmd2": mmd2, "precision": precision}, "teacher": {"mmd2": 1e-4, "precision": 0.99},
+            "provenance": {"dist": "bregzoo", "version": "0.1.0"},
+            "config": {"train": {"steps": 7, "batch_size": 8, "fake_updates": 2}, "optim": {"lr_generator": 1e-3},
+                       "eval": {"samples": 64, "teacher_steps": 40, "teacher_sampler": "heun"},
+                       "backbone": "mlp", "schedule": "vp", "teacher": "analytic-gmm"}}
+
+
+def test_leaderboard_ranks_by_mean_computes_delta_and_puts_failures_last():
+    suite = parse_suite(suite_data())
+    results = [record("reverse-kl", 0, 0.02), record("reverse-kl", 1, 0.04),
+               record("bkl", 0, 0.01), record("bkl", 1, 0.02),
+               record("lsif", 0, 0.001), record("lsif", 1, None)]  # lsif diverged on seed 1
+    t = build(suite, results)["tasks"]["gmm8"]
+    assert [r["name"] for r in t["rows"]] == ["bkl", "reverse-kl", "lsif"]
+    bkl = t["rows"][0]
+    assert bkl["metrics"]["mmd2"]["mean"] == pytest.approx(0.015)
+    assert bkl["metrics"]["mmd2"]["std"] == pytest.approx(0.00707, rel=1e-3)
+    assert bkl["delta_vs_baseline_pct"]["mmd2"] == pytest.approx(-50.0)
+    assert t["rows"][2]["metrics"]["mmd2"]["failed"] == 1
+    assert t["teacher"]["metrics"]["mmd2"]["mean"] == pytest.approx(1e-4) and t["teacher"]["metrics"]["mmd2"]["n"] == 2
+    assert ranked_divergences(suite, results)["2d"][:2] == ["bkl", "reverse-kl"]
+
+
+def test_higher_is_better_metric_ranks_descending():
+    suite = parse_suite({**suite_data(), "leaderboard": {"primary": "precision", "higher_is_better": ["precision"]}})
+    results = [record("reverse-kl", 0, 0.1, precision=0.3), record("bkl", 0, 0.2, precision=0.9)]
+    assert [r["name"] for r in build(suite, results)["tasks"]["gmm8"]["rows"]] == ["bkl", "reverse-kl"]
+
+
+def test_compare_reports_rank_moves_and_changes():
+    suite = parse_suite(suite_data())
+    a = build(suite, [record("reverse-kl", 0, 0.02), record("bkl", 0, 0.03)])
+    b = build(suite, [record("reverse-kl", 0, 0.02), record("bkl", 0, 0.01), record("lsif", 0, 0.05),
+                      record("kl", 0, 0.01, task="gmm25")])
+    diff = compare(a, b)
+    assert diff["tasks_added"] == ["gmm25"] and diff["tasks"]["gmm8"]["added"] == ["lsif"]
+    bkl = next(r for r in diff["tasks"]["gmm8"]["rows"] if r["name"] == "bkl")
+    assert (bkl["rank_a"], bkl["rank_b"], bkl["change_pct"]) == (2, 1, pytest.approx(-66.667, rel=1e-3))
+    text = to_text(diff)
+    assert "bkl: rank 2 -> 1 (up 1)" in text and "only in B: lsif" in text and "tasks only in B: gmm25" in text
+
+
+# -- running: end to end, resume, failures ------------------------------------------------------------
+
+def test_cli_runs_a_tiny_suite_end_to_end_then_resumes_only_the_missing_cell(tmp_path):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(get_app(), ["bench", "--suite", str(tiny_suite(tmp_path)), "--out", str(out),
+                                         "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    for ext in ("md", "csv", "json", "png"):
+        assert (out / f"leaderboard.{ext}").stat().st_size > 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert set(board["tasks"]) == {"gmm8", "gmm25"}
+    assert {r["name"] for r in board["tasks"]["gmm8"]["rows"]} == {"reverse-kl", "lsif"}
+    assert (out / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "leaderboard.md").read_text()
+    assert "teacher sampler" in md and "Δmmd2 vs reverse-kl" in md and "bregzoo 0.1.0" in md
+    assert "4 cells run, 0 reused" in res.output
+    assert not (out / "work").exists() or not any((out / "work").iterdir())  # scratch run dirs are removed
+
+    cells = sorted((out / "cells").glob("*.json"))
+    assert len(cells) == 4
+    before = {p.name: p.read_text() for p in cells}
+    cells[1].unlink()
+    suite = load_suite(tiny_suite(tmp_path))
+    seen = []
+    run = run_suite(suite, out, workers=1, on_cell=lambda c, rec, d, t: seen.append(c.id))
+    assert (run.ran, run.reused) == (1, 3) and seen == [cells[1].stem]
+    assert {p.name: p.read_text() for p in sorted((out / "cells").glob("*.json")) if p != cells[1]} == \
+        {k: v for k, v in before.items() if k != cells[1].name}
+
+    res = CliRunner().invoke(get_app(), ["bench", "--compare", str(out / "leaderboard.json"),
+                                         str(out / "leaderboard.json")])
+    assert res.exit_code == 0 and "(same)" in res.output
+
+
+def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
+    import bregzoo.train
+
+    real = bregzoo.train.train
+
+    def flaky(cfg, **kw):
+        if cfg.divergence == "lsif":
+            raise FloatingPointError("loss is nan")
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(bregzoo.train, "train", flaky)
+    suite = load_suite(tiny_suite(tmp_path))
+    run = run_suite(suite, tmp_path / "out", workers=1, task="gmm8")
+    by = {r["divergence"]: r for r in run.results}
+    assert by["lsif"]["status"] == "failed" and "loss is nan" in by["lsif"]["error"]
+    assert by["reverse-kl"]["status"] == "ok"
+    board = write_outputs(suite, run, tmp_path / "out")
+    assert board["tasks"]["gmm8"]["rows"][-1]["name"] == "lsif"
+    assert "1 runs failed" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def test_group_with_missing_requirement_is_skipped_with_its_note(tmp_path):
+    data = suite_data(seeds=1, tasks=["gmm8"], divergences=["reverse-kl"], requires=["no/such/teacher"],
+                      missing_note="needs a digits teacher")
+    run = run_suite(parse_suite(data), tmp_path, workers=1)
+    assert run.results == [] and run.skipped[0]["note"] == "needs a digits teacher"
+    res = CliRunner().invoke(get_app(), ["bench", "--suite", "standard", "--task", "nothing", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "no cell of suite 'standard'" in res.output
+
+
+@pytest.mark.slow
+def test_quick_suite_through_the_cli_with_two_workers(tmp_path):
+    res = CliRunner().invoke(get_app(), ["bench", "--suite", "quick", "--out", str(tmp_path), "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    assert all((tmp_path / f"leaderboard.{e}").exists() for e in ("md", "csv", "json", "png"))
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 6
