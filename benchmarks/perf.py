@@ -1,0 +1,264 @@
+"""Performance ratios of bregzoo, each measured side by side in one run (interleaved rounds, median step time).
+
+1. Di-Bregman step (lsif weight, estimator update included) vs a plain reverse-KL/DMD step (no estimator),
+   same networks and batch: what the density-ratio estimator costs.
+2. bregzoo's loop step (``Distiller.train_step`` on Accelerate, with reverse-kl and with lsif) vs a bare
+   PyTorch loop doing the same work (same networks, noise, optimisers, EMA, clipping): the framework overhead.
+3. Sampling throughput: the one-step student vs the teacher's Heun sampler at 40 steps (the analytic
+   mixture teacher, and a network teacher with the student's own backbone).
+4. Peak memory of one training step (CPU: peak RSS in a fresh subprocess; CUDA: max_memory_allocated).
+5. Step time vs batch size (4 sizes) and backbone width (3 sizes).
+
+Usage: ``python benchmarks/perf.py [--steps 20] [--rounds 3] [--device cpu|cuda]`` (about 2-4 min on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from einops import reduce
+
+from bregzoo.config import RunConfig
+from bregzoo.networks import diffuse
+from bregzoo.teacher import per_sample, sample_ode
+from bregzoo.train.build import build, generate
+from bregzoo.train.loop import Distiller, draw_step_noise
+
+TASK = "gmm8"
+
+
+def config(divergence: str = "reverse-kl", batch: int = 256, width: int = 128) -> RunConfig:
+    return RunConfig(task=TASK, divergence=divergence, backbone=f"mlp:width={width}").replace(
+        **{"train.batch_size": batch, "train.seed": 0})
+
+
+def accelerator(device: str):
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device == "cpu")
+
+
+def loop_stepper(cfg: RunConfig, device: str):
+    """bregzoo's own step: Distiller.train_step, with the loop's per-step noise draw."""
+    parts = build(cfg)
+    d = Distiller(cfg, parts, accelerator(device))
+
+    def step() -> None:
+        d.train_step(draw_step_noise(d.rng, parts, cfg, 1, 0))
+    return step
+
+
+def bare_stepper(cfg: RunConfig, device: str, estimator: bool):
+    """The same algorithm in plain PyTorch: no Accelerate, no logging, no weight-normaliser object.
+
+    ``estimator=False`` is plain DMD (reverse-KL, omega = 1): generator + k fake-denoiser updates only.
+    """
+    parts = build(cfg)
+    dev = torch.device(device)
+    gen, fake, ratio = parts.generator.to(dev), parts.fake.to(dev), parts.ratio.to(dev)
+    teacher, sched, div, est = parts.teacher.to(dev), parts.schedule, parts.divergence, parts.estimator
+    o = cfg.optim
+    opts = [torch.optim.Adam(m.parameters(), lr=lr, betas=o.betas) for m, lr in
+            ((gen, o.lr_generator), (fake, o.lr_fake), (ratio, o.lr_estimator))]
+    ema = copy.deepcopy(gen).requires_grad_(False)
+    rng = torch.Generator().manual_seed(0)
+    sd2 = parts.sigma_data ** 2
+
+    def update(model, opt, loss) -> None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def step() -> None:
+        noise = draw_step_noise(rng, parts, cfg, 1, 0)
+        nz = {k: v[0].to(dev) for k, v in noise["gen"].items()}
+        x0 = generate(gen, sched, nz["eps"])
+        with torch.no_grad():
+            xt = diffuse(x0, nz["t"], sched, nz["z"])
+            d_real, d_fake = teacher.denoise(xt, nz["t"]), fake(xt, nz["t"])
+            omega = (div.log_weight(ratio(xt, nz["t"])).exp() if estimator else torch.ones(len(x0), device=dev))
+        norm = reduce((x0.detach() - d_real).abs(), "b ... -> b", "mean").clamp_min(1e-12)
+        g = per_sample(omega / norm, x0) * (d_fake - d_real)
+        update(gen, opts[0], 0.5 * reduce((x0 - (x0 - g).detach()).square(), "b ... -> b", "mean").mean())
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), gen.parameters()):
+                e.lerp_(p, 0.01)
+        for nzj in noise["fake"]:
+            nzj = {k: v[0].to(dev) for k, v in nzj.items()}
+            with torch.no_grad():
+                x0 = generate(gen, sched, nzj["eps"])
+            s2 = sched.s(nzj["t"]).square()
+            per = reduce((fake(diffuse(x0, nzj["t"], sched, nzj["z"]), nzj["t"]) - x0).square(), "b ... -> b", "mean")
+            update(fake, opts[1], ((s2 + sd2) / (s2 * sd2) * per).mean())
+        if estimator:
+            nze = {k: v[0].to(dev) for k, v in noise["est"].items()}
+            with torch.no_grad():
+                x0 = generate(gen, sched, nze["eps"])
+            x_stu, x_ref = diffuse(x0, nze["t"], sched, nze["z"]), diffuse(nze["x_ref"], nze["t"], sched, nze["z_ref"])
+            out_ref, out_stu = ratio(torch.cat([x_ref, x_stu]), torch.cat([nze["t"], nze["t"]])).chunk(2)
+            update(ratio, opts[2], est.loss(out_ref, out_stu))
+    return step
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def race(steppers: dict, steps: int, rounds: int, device: str) -> dict[str, float]:
+    """Median seconds per step of each stepper, interleaved round by round so load drifts hit all alike."""
+    times: dict[str, list[float]] = {k: [] for k in steppers}
+    for f in steppers.values():  # warm-up
+        for _ in range(3):
+            f()
+    for _ in range(rounds):
+        for name, f in steppers.items():
+            for _ in range(steps):
+                sync(device)
+                t = time.perf_counter()
+                f()
+                sync(device)
+                times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+@torch.no_grad()
+def sampling(device: str, n: int = 4096, rounds: int = 5) -> dict[str, float]:
+    """Samples per second: one-step student vs the Heun sampler at 40 steps (analytic and network teachers)."""
+    cfg = config()
+    parts = build(cfg)
+    dev = torch.device(device)
+    gen, sched = parts.generator.to(dev).eval(), parts.schedule
+    teacher, net_teacher = parts.teacher.to(dev), parts.fake.to(dev).eval()  # fake: same backbone as the student
+    eps = torch.randn(n, *parts.dataset.data_shape, device=dev)
+    jobs = {"student_1step": lambda: generate(gen, sched, eps),
+            "teacher_analytic_heun40": lambda: sample_ode(teacher.denoise, sched, eps, 40, "heun"),
+            "teacher_network_heun40": lambda: sample_ode(net_teacher, sched, eps, 40, "heun")}
+    best = {}
+    for name, f in jobs.items():
+        f()
+        ts = []
+        for _ in range(rounds):
+            sync(device)
+            t = time.perf_counter()
+            f()
+            sync(device)
+            ts.append(time.perf_counter() - t)
+        best[name] = n / statistics.median(ts)
+    return best
+
+
+def memory_child(batch: int, device: str) -> dict[str, float]:
+    """Run in a fresh process: memory of one training step at ``batch`` (Distiller, lsif)."""
+    torch.set_num_threads(1)
+    step = loop_stepper(config("lsif", batch), device)
+    if device == "cuda":
+        step()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20, "step_extra_mib": (torch.cuda.max_memory_allocated() - base) / 2**20}
+    # Measured from the built networks to the peak over 3 steps: glibc keeps freed blocks, so after a
+    # first step RSS no longer moves and a per-step delta would read ~0.
+    try:  # reset the kernel's peak-RSS mark (VmHWM) so the peak is this step's, not the imports'
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    before = _status_kib("VmRSS")
+    for _ in range(3):
+        step()
+    peak = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"rss_built_mib": before / 1024, "peak_rss_training_mib": peak / 1024,
+            "training_extra_mib": max(peak - before, 0) / 1024, "peak_mark_reset": float(reset)}
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def memory(batches: list[int], device: str) -> dict[int, dict[str, float]]:
+    out = {}
+    for b in batches:
+        res = subprocess.run([sys.executable, __file__, "--_memory", str(b), "--device", device],
+                             capture_output=True, text=True, check=True)
+        out[b] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20, help="steps per stepper per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the loop's default is 1)")
+    ap.add_argument("--_memory", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._memory:
+        print(json.dumps(memory_child(args._memory, args.device)))
+        return
+    torch.set_num_threads(args.threads)
+    dev, started = args.device, time.perf_counter()
+    import subprocess as sp
+
+    rev = sp.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"# bregzoo perf: task {TASK}, mlp backbone, batch 256, fake_updates 2, {args.threads} torch thread(s), "
+          f"device {dev}")
+    print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
+          f"{platform.python_version()}, git {rev}, load avg {os.getloadavg()[0]:.2f} at start")
+    print(f"# command: python benchmarks/perf.py --steps {args.steps} --rounds {args.rounds} --device {dev}\n")
+
+    t = race({"dmd_bare": bare_stepper(config("reverse-kl"), dev, estimator=False),
+              "dibregman_bare": bare_stepper(config("lsif"), dev, estimator=True),
+              "loop_reverse_kl": loop_stepper(config("reverse-kl"), dev),
+              "loop_dibregman": loop_stepper(config("lsif"), dev)}, args.steps, args.rounds, dev)
+    print("## step time (median ms/step, batch 256)")
+    for k, v in t.items():
+        print(f"  {k:22s} {1e3 * v:8.2f} ms")
+    print("## ratios")
+    print(f"  Di-Bregman step / plain DMD step (both bare PyTorch)        {t['dibregman_bare'] / t['dmd_bare']:.2f}x")
+    print(f"  Di-Bregman step (bregzoo loop) / plain DMD step (bare)      {t['loop_dibregman'] / t['dmd_bare']:.2f}x")
+    print(f"  bregzoo loop step / bare PyTorch step, Di-Bregman (lsif)    {t['loop_dibregman'] / t['dibregman_bare']:.2f}x"
+          "  (framework overhead)")
+    print(f"  bregzoo loop step, reverse-kl / lsif                        {t['loop_reverse_kl'] / t['loop_dibregman']:.2f}x")
+
+    s = sampling(dev)
+    print("\n## sampling throughput (samples/s, 4096 at once)")
+    for k, v in s.items():
+        print(f"  {k:26s} {v:12.0f}")
+    print(f"  speed-up, 1-step student vs analytic teacher (Heun, 40 steps): {s['student_1step'] / s['teacher_analytic_heun40']:.1f}x")
+    print(f"  speed-up, 1-step student vs network teacher (Heun, 40 steps):  {s['student_1step'] / s['teacher_network_heun40']:.1f}x")
+
+    batches = [64, 128, 256, 512]
+    m = memory(batches, dev)
+    print("\n## memory of one training step (fresh process each; Distiller, lsif)")
+    for b, v in m.items():
+        print("  batch " + f"{b:4d}: " + ", ".join(f"{k} {x:.1f}" for k, x in v.items()))
+
+    bt = race({b: loop_stepper(config("lsif", b), dev) for b in batches}, args.steps, max(1, args.rounds - 1), dev)
+    print("\n## step time vs batch size (bregzoo loop, lsif, width 128)")
+    for b, v in bt.items():
+        print(f"  batch {b:4d}: {1e3 * v:8.2f} ms   ({v / bt[batches[0]]:.2f}x batch {batches[0]})")
+    widths = [64, 128, 256]
+    wt = race({w: loop_stepper(config("lsif", 256, w), dev) for w in widths}, args.steps, max(1, args.rounds - 1), dev)
+    print("\n## step time vs backbone width (bregzoo loop, lsif, batch 256, mlp depth 3)")
+    for w, v in wt.items():
+        print(f"  width {w:4d}: {1e3 * v:8.2f} ms   ({v / wt[widths[0]]:.2f}x width {widths[0]})")
+    print(f"\n# total {time.perf_counter() - started:.0f} s; load avg {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()
