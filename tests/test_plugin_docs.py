@@ -169,3 +169,14 @@ def test_layout_output():
     assert "bregzoo-alpha/src/bregzoo_alpha/divergences.py" in paths
     for path in paths:
         assert (root / path).exists(), path
+
+
+def test_train_config_output():
+    """The provenance entry that `bregzoo train` writes to config.json (tests/test_plugin_example.py runs it)."""
+    import json
+
+    from bregzoo.config import RunConfig
+    from bregzoo.train.build import provenance
+
+    shown = json.loads("{" + block("output", "train-config") + "}")
+    assert shown == {"divergence": provenance(RunConfig(divergence="alpha:alpha=0.5"))["divergence"]}

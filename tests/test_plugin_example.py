@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
+import math
 import os
 import subprocess
 import sys
@@ -101,12 +102,32 @@ def test_disabled_plugin_leaves_everything_else_working(monkeypatch):
         reset_host()
 
 
-def test_train_runs_with_the_plugin_divergence(tmp_path):
+def test_train_runs_with_the_plugin_divergence_and_estimator(tmp_path):
+    """A short run weighted by alpha(0.5) with the RuLSIF estimator; small eval so it stays quick."""
     out = tmp_path / "run"
-    res = bregzoo("train", "--divergence", "alpha:alpha=0.5", "--steps", "50", "--out", str(out), timeout=300)
+    res = bregzoo("train", "--divergence", "alpha:alpha=0.5", "--estimator", "rulsif:alpha=0.1", "--steps", "50",
+                  "--batch-size", "64", "--set", "eval.samples=256", "--set", "eval.teacher_steps=10",
+                  "--set", 'eval.final_metrics=["mode-recall","mmd"]', "--no-check", "--out", str(out), "-q")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    config = json.loads((out / "config.json").read_text())
-    assert "alpha" in json.dumps(config) and "bregzoo-alpha" in json.dumps(config)
+    components = json.loads((out / "config.json").read_text())["components"]
+    for kind, spec in (("divergence", "alpha:alpha=0.5"), ("estimator", "rulsif:alpha=0.1")):
+        assert components[kind]["spec"] == spec
+        assert (components[kind]["dist"], components[kind]["version"]) == ("bregzoo-alpha", "0.1.0")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    (last,) = [r for r in rows if r["split"] == "train" and r["step"] == 50]
+    assert all(math.isfinite(last[k]) for k in ("loss_est", "loss_dm", "omega_mean", "ell_ref", "ell_student"))
+    assert (out / "generator.safetensors").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_train_exact_command_with_its_checks(tmp_path):
+    """`bregzoo train --divergence alpha:alpha=0.5 --steps 50`, with the claim checks it runs first."""
+    out = tmp_path / "run"
+    res = bregzoo("train", "--divergence", "alpha:alpha=0.5", "--steps", "50", "--out", str(out), "-q", timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    checks = json.loads((out / "config.json").read_text())["checks"]
+    mine = [c for c in checks if c["subject"] == "alpha:alpha=0.5"]
+    assert mine and all(c["passed"] for c in mine)
 
 
 @pytest.mark.slow
@@ -145,3 +166,39 @@ def test_really_uninstalled(tmp_path):
     assert res.returncode == 2 and "No such command" in res.stderr
     res = run("divergences", "alpha")
     assert res.returncode == 2 and "no divergence matches 'alpha'" in res.stderr
+
+
+_SUITE = """
+[suite]
+name = "plugin"
+description = "the example plugin's divergence and estimator next to the default pair"
+[leaderboard]
+primary = "mmd2"
+higher_is_better = ["mode_recall", "modes_covered", "precision"]
+[config]
+"train.steps" = 20
+"train.batch_size" = 64
+"train.eval_every" = 100000
+"train.checkpoint_every" = 100000
+"eval.samples" = 200
+[[group]]
+name = "2d"
+tasks = ["gmm8"]
+divergences = ["reverse-kl", "alpha:alpha=0.5"]
+estimators = ["classifier", "rulsif:alpha=0.1"]
+seeds = 1
+"""
+
+
+@pytest.mark.slow
+def test_bench_runs_the_plugin_components(tmp_path):
+    suite = tmp_path / "plugin.toml"
+    suite.write_text(_SUITE)
+    res = bregzoo("bench", "--suite", str(suite), "--out", str(tmp_path / "out"), "--workers", "1", timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = json.loads((tmp_path / "out" / "leaderboard.json").read_text())["tasks"]["gmm8"]["rows"]
+    mine = {r["name"]: r for r in rows if r["divergence"] == "alpha:alpha=0.5"}
+    assert set(mine) == {"alpha:alpha=0.5 / classifier", "alpha:alpha=0.5 / rulsif:alpha=0.1"}
+    for row in mine.values():
+        assert (row["dist"], row["version"], row["failed_runs"]) == ("bregzoo-alpha", "0.1.0", 0)
+        assert math.isfinite(row["metrics"]["mmd2"]["mean"])
