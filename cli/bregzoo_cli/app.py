@@ -56,6 +56,7 @@ def _add_builtin_commands() -> None:
     app.command("train")(train_cmd.train)
     app.command("sample")(sample_cmd.sample)
     from bregzoo_cli import bench_cmd; app.command("bench")(bench_cmd.bench)  # noqa: E702
+    from bregzoo_cli import teach_cmd; app.command("teach")(teach_cmd.teach)  # noqa: E702
 
 
 _add_builtin_commands()
