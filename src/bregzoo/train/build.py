@@ -1,0 +1,104 @@
+"""Resolve a RunConfig's component names through the registries and build the networks.
+
+The generator and the fake denoiser start from the teacher's network when the teacher exposes one:
+a teacher whose ``denoiser`` attribute is a ``bregzoo.networks.Denoiser``. The analytic mixture
+teacher has none, so both start from scratch on the configured backbone.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bregzoo.api import create_backbone, create_dataset, create_divergence, create_ratio_estimator, create_teacher
+from bregzoo.config import RunConfig
+from bregzoo.divergence import Divergence
+from bregzoo.estimator import RatioEstimator
+from bregzoo.networks import Denoiser, RatioNet
+from bregzoo.plugins import get_host
+from bregzoo.registry import parse_spec
+from bregzoo.schedules import Schedule, make_schedule
+from bregzoo.teacher import Teacher, per_sample
+
+# Config key -> registry kind, for provenance.
+KIND_OF = {"task": "dataset", "teacher": "teacher", "backbone": "backbone", "divergence": "divergence",
+           "estimator": "ratio-estimator"}
+
+
+@dataclass
+class Parts:
+    """Everything a run is built from, before Accelerate wraps the trainable networks."""
+
+    dataset: Any
+    teacher: Teacher
+    schedule: Schedule
+    divergence: Divergence
+    estimator: RatioEstimator
+    generator: Denoiser
+    fake: Denoiser
+    ratio: RatioNet
+    sigma_data: float
+    from_teacher: bool
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def build_schedule(spec: str) -> Schedule:
+    """``vp`` or ``edm:t_max=80`` -> a Schedule."""
+    name, params = parse_spec(spec)
+    return make_schedule(name, **params)
+
+
+def sigma_data_of(dataset: Any) -> float:
+    """EDM's sigma_data: the task's per-coordinate std when it knows it, else EDM's 0.5 for images."""
+    std = getattr(dataset, "std", None)
+    return float(std) if isinstance(std, (int, float)) and std > 0 else 0.5
+
+
+def build(cfg: RunConfig, init_seed: int | None = None) -> Parts:
+    """Build the task, teacher, divergence, estimator and the three networks (seeded init)."""
+    dataset = create_dataset(cfg.task)
+    schedule = build_schedule(cfg.schedule)
+    # The teacher gets its own copy of a module-like task: moving the teacher to a device must not
+    # move the reference sampler, which draws on the CPU from a seeded generator.
+    teacher_data = copy.deepcopy(dataset) if isinstance(dataset, nn.Module) else dataset
+    teacher = create_teacher(cfg.teacher, dataset=teacher_data, schedule=schedule)
+    teacher.eval().requires_grad_(False)
+    divergence = create_divergence(cfg.divergence)
+    estimator = create_ratio_estimator(cfg.estimator)
+    sigma_data = sigma_data_of(dataset)
+    shape = tuple(dataset.data_shape)
+
+    torch.manual_seed(cfg.train.seed if init_seed is None else init_seed)
+    net = getattr(teacher, "denoiser", None)
+    from_teacher = cfg.train.init_from_teacher and isinstance(net, Denoiser)
+    if from_teacher:
+        generator, fake = copy.deepcopy(net), copy.deepcopy(net)
+        generator.requires_grad_(True)
+        fake.requires_grad_(True)
+    else:
+        generator = Denoiser(create_backbone(cfg.backbone, data_shape=shape), schedule, sigma_data)
+        fake = Denoiser(create_backbone(cfg.backbone, data_shape=shape), schedule, sigma_data)
+    ratio = RatioNet(create_backbone(cfg.backbone, data_shape=shape, scalar_output=True), schedule, sigma_data)
+    return Parts(dataset, teacher, schedule, divergence, estimator, generator, fake, ratio, sigma_data,
+                 from_teacher, provenance(cfg))
+
+
+def provenance(cfg: RunConfig) -> dict[str, dict[str, str]]:
+    """Which distribution and version provided each named component."""
+    out = {}
+    for key, kind in KIND_OF.items():
+        name, params = parse_spec(getattr(cfg, key))
+        p = get_host().provider_of(kind, name)
+        out[key] = {"spec": getattr(cfg, key), "name": name, "dist": p.dist if p else "?",
+                    "version": p.version if p else "?", "plugin": p.plugin if p else "?"}
+    return out
+
+
+def generate(generator: nn.Module, schedule: Schedule, eps: Tensor) -> Tensor:
+    """The one-step student: x0 = G(x_T, T) with x_T = sigma(T) eps at the schedule's largest time."""
+    t = torch.full((eps.shape[0],), schedule.t_max, dtype=torch.float32, device=eps.device)
+    return generator(per_sample(schedule.sigma(t).to(eps.dtype), eps) * eps, t)

@@ -1,0 +1,23 @@
+"""Sample-quality metrics through the metric registry (the core names none of them)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Callable
+
+from torch import Tensor
+
+from bregzoo.api import create_metric
+
+
+@lru_cache(maxsize=None)
+def _metric(spec: str) -> Callable[[Tensor, Any], dict[str, float]]:
+    return create_metric(spec)
+
+
+def evaluate(samples: Tensor, dataset: Any, metrics: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """Run each named metric (``metric(samples, dataset) -> dict``) and merge the results."""
+    out: dict[str, float] = {}
+    for spec in metrics:
+        out.update({k: float(v) for k, v in _metric(spec)(samples, dataset).items()})
+    return out

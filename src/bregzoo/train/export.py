@@ -1,0 +1,83 @@
+"""The shipped student: generator weights in safetensors, with the run config in the header.
+
+A ``generator.safetensors`` file is self-describing: ``load_student`` rebuilds the network from the
+config stored in its metadata (through the same registries), so ``bregzoo sample`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bregzoo import io
+from bregzoo.config import RunConfig
+from bregzoo.errors import BregzooError
+from bregzoo.schedules import Schedule
+from bregzoo.train.build import build, generate
+from bregzoo.train.rundir import is_run_dir
+
+
+def save_student(path: Path, generator: nn.Module, cfg: RunConfig, step: int) -> Path:
+    """Write the generator's weights with the config and step in the safetensors metadata."""
+    meta = {"bregzoo_generator": "1", "config": cfg.to_json(), "step": str(step)}
+    return io.save_file(generator.state_dict(), path, metadata=meta)
+
+
+@dataclass
+class Student:
+    """A loaded one-step generator and what it needs to sample."""
+
+    generator: nn.Module
+    schedule: Schedule
+    data_shape: tuple[int, ...]
+    config: RunConfig
+    dataset: Any
+    step: int
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, batch: int = 4096, device: str = "cpu") -> Tensor:
+        """n samples from seeded noise, in batches."""
+        g = torch.Generator().manual_seed(seed)
+        self.generator.to(device).eval()
+        out = []
+        for i in range(0, n, batch):
+            eps = torch.randn(min(batch, n - i), *self.data_shape, generator=g).to(device)
+            out.append(generate(self.generator, self.schedule, eps).float().cpu())
+        return torch.cat(out)
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """A run directory, a checkpoint's generator file, or a .safetensors path -> the weights file."""
+    path = Path(path)
+    if path.is_dir():
+        if is_run_dir(path) and (path / "generator.safetensors").exists():
+            return path / "generator.safetensors"
+        raise BregzooError(f"{path} has no generator.safetensors; did the run finish? "
+                           "Pass a run directory or a generator .safetensors file")
+    if not path.exists():
+        raise BregzooError(f"{path} does not exist; pass a run directory or a generator .safetensors file")
+    return path
+
+
+def load_student(path: str | Path) -> Student:
+    """Rebuild the student from a run directory or a generator.safetensors file (no pickle)."""
+    weights = resolve_weights(path)
+    meta = io.read_metadata(weights)
+    if "config" not in meta:
+        raise BregzooError(f"{weights} is not a bregzoo generator (no config in its metadata)")
+    try:
+        cfg = RunConfig.from_dict(json.loads(meta["config"]))
+    except json.JSONDecodeError as exc:
+        raise BregzooError(f"{weights}: the stored config is not valid JSON ({exc})") from None
+    parts = build(cfg)
+    try:
+        parts.generator.load_state_dict(io.load_file(weights))
+    except RuntimeError as exc:
+        raise BregzooError(f"{weights} does not match the network its config describes: {exc}") from None
+    return Student(parts.generator.eval(), parts.schedule, tuple(parts.dataset.data_shape), cfg, parts.dataset,
+                   int(meta.get("step", 0)))

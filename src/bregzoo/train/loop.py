@@ -1,0 +1,395 @@
+"""The Di-Bregman distillation loop (DESIGN.md §1, "One training step"), on Accelerate.
+
+Accelerate does device placement (``prepare``), mixed precision (``autocast``), gradient sync
+(``backward``), clipping, ``gather``, TensorBoard and ``save_state``/``load_state``. Nothing else
+here is distributed-specific: every process draws the same *global* randomness for a step from one
+seeded generator and takes its own slice, so N processes with batch B follow the same trajectory as
+one process with batch N*B (up to float reduction order), and a resumed run replays the same noise.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from torch import Tensor
+
+from bregzoo import io
+from bregzoo.config import RunConfig
+from bregzoo.networks import diffuse
+from bregzoo.teacher import per_sample, sample_ode
+from bregzoo.train import rundir
+from bregzoo.train.build import Parts, build, generate
+from bregzoo.train.checks import require_passed, run_claim_checks
+from bregzoo.train.ema import EMA
+from bregzoo.train.evaluate import evaluate
+from bregzoo.train.export import save_student
+from bregzoo.train.plots import save_samples_png
+from bregzoo.train.weighting import WeightNormaliser
+
+Progress = Callable[[int, int, dict[str, float]], None]
+EVAL_SEED_OFFSET = 1_000_003  # eval noise never overlaps the training stream of any nearby seed
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports back."""
+
+    run_dir: Path
+    steps: int
+    seconds: float
+    student: dict[str, float] = field(default_factory=dict)
+    teacher: dict[str, float] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- randomness ----------------------------------------------------------------------------------
+
+def draw_step_noise(rng: torch.Generator, parts: Parts, cfg: RunConfig, num_processes: int,
+                    rank: int) -> dict[str, Any]:
+    """All the randomness of one training step: the global batch drawn in a fixed order, then this
+    process's slice, as (grad_accum, batch, ...) tensors on the CPU."""
+    a, p, b = cfg.train.grad_accum, num_processes, cfg.train.batch_size
+    n, shape, sched = a * p * b, tuple(parts.dataset.data_shape), parts.schedule
+
+    def mine(x: Tensor) -> Tensor:
+        return rearrange(x, "(a p b) ... -> a p b ...", a=a, p=p)[:, rank]
+
+    def draws() -> dict[str, Tensor]:
+        return {"eps": mine(torch.randn(n, *shape, generator=rng)),
+                "t": mine(sched.sample_t(n, generator=rng)),
+                "z": mine(torch.randn(n, *shape, generator=rng))}
+
+    gen = draws()
+    fake = [draws() for _ in range(cfg.train.fake_updates)]
+    est = draws()
+    est["z_ref"] = mine(torch.randn(n, *shape, generator=rng))
+    est["x_ref"] = mine(parts.dataset.sample(n, generator=rng).float())
+    return {"gen": gen, "fake": fake, "est": est}
+
+
+# -- the distiller: three networks, three optimisers, one step -----------------------------------
+
+class Distiller:
+    """The generator, the fake denoiser and the ratio estimator, with one DESIGN.md training step."""
+
+    def __init__(self, cfg: RunConfig, parts: Parts, accelerator: Any) -> None:
+        self.cfg, self.parts, self.acc = cfg, parts, accelerator
+        o = cfg.optim
+
+        def adam(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+            return torch.optim.Adam(module.parameters(), lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+
+        (self.gen, self.fake, self.ratio, self.g_opt, self.f_opt, self.e_opt) = accelerator.prepare(
+            parts.generator, parts.fake, parts.ratio,
+            adam(parts.generator, o.lr_generator), adam(parts.fake, o.lr_fake), adam(parts.ratio, o.lr_estimator))
+        self.teacher = parts.teacher.to(accelerator.device)
+        self.ema = EMA(parts.generator, cfg.train.ema) if cfg.train.ema > 0 else None
+        w = cfg.weighting
+        self.weights = WeightNormaliser(parts.divergence, parts.schedule, w.clamp, w.normalize, w.bins, w.bin_decay)
+        self.step = 0  # generator steps completed
+        self.rng = torch.Generator().manual_seed(cfg.train.seed)
+
+    @property
+    def student(self) -> torch.nn.Module:
+        """The network that is evaluated and shipped: the EMA generator when EMA is on."""
+        return self.ema.shadow if self.ema is not None else self.parts.generator
+
+    def _on_device(self, noise: dict[str, Tensor], i: int) -> dict[str, Tensor]:
+        return {k: v[i].to(self.acc.device) for k, v in noise.items()}
+
+    def _optimizer_step(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Tensor:
+        clip = self.cfg.optim.grad_clip
+        norm = self.acc.clip_grad_norm_(model.parameters(), clip) if clip > 0 else torch.zeros(())
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return torch.as_tensor(norm).detach().float().cpu()
+
+    def _edm_weight(self, t: Tensor) -> Tensor:
+        """EDM's loss weight (s^2 + sd^2)/(s sd)^2: unit-variance targets for the network at every s."""
+        s2, sd2 = self.parts.schedule.s(t).double().square(), self.parts.sigma_data ** 2
+        return ((s2 + sd2) / (s2 * sd2)).float()
+
+    def train_step(self, noise: dict[str, Any]) -> dict[str, Tensor]:
+        """One generator step, k fake-denoiser steps and one estimator step; returns local scalars."""
+        acc, parts, sched = self.acc, self.parts, self.parts.schedule
+        accum = self.cfg.train.grad_accum
+        logs: dict[str, Tensor] = {}
+
+        # 1-3. Generator: x0 = G(eps), x_t, D_teacher, D_fake and l = log r with no gradient, then
+        # the DMD regression to sg(x0 - g) with g = omega (D_fake - D_teacher) / mean|x0 - D_teacher|.
+        for i in range(accum):
+            nz = self._on_device(noise["gen"], i)
+            t = nz["t"]
+            with acc.autocast():
+                x0 = generate(self.gen, sched, nz["eps"]).float()
+            with torch.no_grad():
+                xt = diffuse(x0.detach(), t, sched, nz["z"])
+                d_real = self.teacher.denoise(xt, t).float()
+                with acc.autocast():
+                    d_fake = parts.fake(xt, t).float()
+                    ell = parts.estimator.log_ratio(parts.ratio(xt, t)).float()
+            omega = self.weights(ell, t, acc.gather)
+            normaliser = reduce((x0.detach() - d_real).abs(), "b ... -> b", "mean").clamp_min(1e-12)
+            g = per_sample(omega / normaliser, x0) * (d_fake - d_real)
+            loss_dm = 0.5 * reduce((x0 - (x0 - g).detach()).square(), "b ... -> b", "mean").mean()
+            loss = loss_dm
+            if self.cfg.weighting.gan > 0:
+                # Non-saturating GAN term: the estimator's logit for "teacher" is -l, so the generator
+                # minimises softplus(l) at its own diffused samples; the estimator itself stays fixed.
+                parts.ratio.requires_grad_(False)
+                with acc.autocast():
+                    ell_g = parts.estimator.log_ratio(parts.ratio(diffuse(x0, t, sched, nz["z"]), t)).float()
+                parts.ratio.requires_grad_(True)
+                loss_gan = F.softplus(ell_g).mean()
+                loss = loss + self.cfg.weighting.gan * loss_gan
+                logs["loss_gan"] = loss_gan.detach()
+            acc.backward(loss / accum)
+        logs["grad_norm_g"] = self._optimizer_step(self.gen, self.g_opt)
+        if self.ema is not None:
+            self.ema.update(parts.generator, self.step)
+        logs.update(loss_dm=loss_dm.detach(), omega_mean=omega.mean().detach(), omega_max=omega.max().detach(),
+                    ell_student=ell.mean().detach())
+
+        # 4a. Fake denoiser: k DSM updates on fresh samples of the just-updated generator.
+        for noise_j in noise["fake"]:
+            for i in range(accum):
+                nz = self._on_device(noise_j, i)
+                with torch.no_grad(), acc.autocast():
+                    x0 = generate(parts.generator, sched, nz["eps"]).float()
+                xt = diffuse(x0, nz["t"], sched, nz["z"])
+                with acc.autocast():
+                    d = self.fake(xt, nz["t"]).float()
+                per = reduce((d - x0).square(), "b ... -> b", "mean")
+                loss_fake = (self._edm_weight(nz["t"]) * per).mean()
+                acc.backward(loss_fake / accum)
+            self._optimizer_step(self.fake, self.f_opt)
+            logs["loss_fake"] = loss_fake.detach()
+
+        # 4b. Ratio estimator: BR_h on (reference x_t from the task's data, student x_t), same times.
+        for i in range(accum):
+            nz = self._on_device(noise["est"], i)
+            t = nz["t"]
+            with torch.no_grad(), acc.autocast():
+                x0 = generate(parts.generator, sched, nz["eps"]).float()
+            x_stu = diffuse(x0, t, sched, nz["z"])
+            x_ref = diffuse(nz["x_ref"], t, sched, nz["z_ref"])
+            with acc.autocast():
+                out = self.ratio(torch.cat([x_ref, x_stu]), torch.cat([t, t])).float()
+            out_ref, out_stu = out.chunk(2)
+            loss_est = parts.estimator.loss(out_ref, out_stu)
+            acc.backward(loss_est / accum)
+        self._optimizer_step(self.ratio, self.e_opt)
+        logs.update(loss_est=loss_est.detach(), ell_ref=parts.estimator.log_ratio(out_ref).mean().detach())
+
+        self.step += 1
+        return logs
+
+    def warmup_fake(self, updates: int) -> None:
+        """DSM updates of the fake denoiser on the initial generator, before any generator step."""
+        for _ in range(updates):
+            noise = draw_step_noise(self.rng, self.parts, self.cfg, self.acc.num_processes, self.acc.process_index)
+            for i in range(self.cfg.train.grad_accum):
+                nz = self._on_device(noise["fake"][0] if noise["fake"] else noise["gen"], i)
+                with torch.no_grad(), self.acc.autocast():
+                    x0 = generate(self.parts.generator, self.parts.schedule, nz["eps"]).float()
+                xt = diffuse(x0, nz["t"], self.parts.schedule, nz["z"])
+                with self.acc.autocast():
+                    d = self.fake(xt, nz["t"]).float()
+                loss = (self._edm_weight(nz["t"]) * reduce((d - x0).square(), "b ... -> b", "mean")).mean()
+                self.acc.backward(loss / self.cfg.train.grad_accum)
+            self._optimizer_step(self.fake, self.f_opt)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self, run: rundir.RunDir) -> Path:
+        """accelerate save_state plus our own state, written under a temporary name then renamed."""
+        acc, final = self.acc, run.checkpoint(self.step)
+        tmp = final.with_name(f".{final.name}.tmp")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if acc.is_main_process:
+            state = {"rng": self.rng.get_state()}
+            state.update({f"weights.{k}": v for k, v in self.weights.state_dict().items()})
+            if self.ema is not None:
+                state.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+            io.save_file(state, tmp / "train_state.safetensors", metadata={"step": str(self.step)})
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            io.replace_dir(tmp, final)
+            run.prune_checkpoints(self.cfg.train.keep_checkpoints)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything ``save_checkpoint`` wrote (weights-only loading throughout)."""
+        self.acc.load_state(str(path))
+        state = io.load_file(path / "train_state.safetensors")
+        self.step = int(io.read_metadata(path / "train_state.safetensors")["step"])
+        self.rng.set_state(state["rng"])
+        self.weights.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("weights.")})
+        if self.ema is not None:
+            self.ema.load_state_dict({k[4:]: v.to(self.acc.device) for k, v in state.items() if k.startswith("ema.")})
+
+    # -- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def student_samples(self, n: int) -> Tensor:
+        """n student samples from fixed noise (the same at every evaluation)."""
+        g = torch.Generator().manual_seed(self.cfg.train.seed + EVAL_SEED_OFFSET)
+        eps = torch.randn(n, *self.parts.dataset.data_shape, generator=g).to(self.acc.device)
+        with self.acc.autocast():
+            return torch.cat([generate(self.student, self.parts.schedule, e).float().cpu()
+                              for e in eps.split(4096)])
+
+    @torch.no_grad()
+    def teacher_samples(self, n: int) -> Tensor:
+        """n samples of the teacher's ODE sampler (the multi-step baseline the student is measured against)."""
+        g = torch.Generator().manual_seed(self.cfg.train.seed + 2 * EVAL_SEED_OFFSET)
+        noise = torch.randn(n, *self.parts.dataset.data_shape, generator=g).to(self.acc.device)
+        e = self.cfg.eval
+        return torch.cat([sample_ode(self.teacher.denoise, self.parts.schedule, chunk, e.teacher_steps,
+                                     e.teacher_sampler).float().cpu() for chunk in noise.split(4096)])
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def default_out(cfg: RunConfig) -> str:
+    """runs/<task>-<divergence>-s<seed>, from the component names."""
+    from bregzoo.registry import parse_spec
+
+    return f"runs/{parse_spec(cfg.task)[0]}-{parse_spec(cfg.divergence)[0]}-s{cfg.train.seed}"
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def _finite(d: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, check: bool = True, force: bool = False,
+          progress: Progress | None = None, accelerator: Any = None) -> RunResult:
+    """Distill ``cfg.teacher`` into a one-step generator; write the run directory ``cfg.out``.
+
+    ``resume`` continues the run in ``cfg.out`` from its latest checkpoint. ``check`` runs the quick
+    unification claims for the divergence and estimator first (recorded in config.json); a failure
+    stops the run unless ``force``. ``progress(step, total, logs)`` is called on the main process
+    after every step.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    started = time.perf_counter()
+    if cfg.train.cpu_threads:
+        # Contended OpenMP threads are 5-8x slower than one thread for the 2-D MLPs on a loaded 2-core box.
+        torch.set_num_threads(cfg.train.cpu_threads)
+    if cfg.out is None:
+        cfg = cfg.replace(out=default_out(cfg))
+    root = Path(cfg.out)
+
+    # -- accelerator, components, run directory
+    acc = accelerator or Accelerator(
+        mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(root), logging_dir=str(root)))
+    try:
+        parts = build(cfg)
+        checks = run_claim_checks(parts.divergence, parts.estimator) if check else []
+        require_passed(checks, force)
+        if resume:
+            run = rundir.existing(root)
+        else:
+            if acc.is_main_process:
+                rundir.prepare(root, overwrite=overwrite)
+            acc.wait_for_everyone()
+            run = rundir.RunDir(root)
+        distiller = Distiller(cfg, parts, acc)
+        if acc.is_main_process:
+            io.write_json(run.config, {
+                rundir.MARKER: 1, "config": cfg.to_dict(), "components": parts.provenance,
+                "checks": checks, "init_from_teacher": parts.from_teacher,
+                "num_processes": acc.num_processes, "device": str(acc.device),
+                "global_batch": cfg.train.batch_size * acc.num_processes * cfg.train.grad_accum,
+                "torch": torch.__version__, "sigma_data": parts.sigma_data,
+            })
+        if resume:
+            ckpt = run.latest_checkpoint()
+            distiller.load_checkpoint(ckpt)
+            if acc.is_main_process:
+                run.truncate_metrics(distiller.step)
+            acc.print(f"resumed from {ckpt} at step {distiller.step}")
+        acc.init_trackers("tb", config=_flat(cfg.to_dict()))
+
+        # -- the teacher's sampler: the baseline every student number is compared with
+        teacher_x, teacher_m = None, {}
+        if acc.is_main_process:
+            teacher_x = distiller.teacher_samples(cfg.eval.samples)
+            teacher_m = evaluate(teacher_x, parts.dataset, cfg.eval.final_metrics)
+            run.log({"step": distiller.step, "split": "teacher", **teacher_m})
+
+        def evaluate_student(final: bool) -> dict[str, float]:
+            x = distiller.student_samples(cfg.eval.samples)
+            m = evaluate(x, parts.dataset, cfg.eval.final_metrics if final else cfg.eval.metrics)
+            run.log({"step": distiller.step, "split": "final-student" if final else "student", **m})
+            acc.log({f"eval/{k}": v for k, v in _finite(m).items()}, step=distiller.step)
+            save_samples_png(run.samples, {
+                f"teacher ({cfg.eval.teacher_sampler}, {cfg.eval.teacher_steps} steps)": teacher_x,
+                f"student (1 step, step {distiller.step})": x}, parts.dataset,
+                suptitle=f"{cfg.task}  divergence={cfg.divergence}  estimator={cfg.estimator}  schedule={cfg.schedule}")
+            return m
+
+        # -- training
+        if distiller.step == 0 and cfg.train.fake_warmup:
+            distiller.warmup_fake(cfg.train.fake_warmup)
+        shown: dict[str, float] = {}
+        while distiller.step < cfg.train.steps:
+            noise = draw_step_noise(distiller.rng, parts, cfg, acc.num_processes, acc.process_index)
+            logs = distiller.train_step(noise)
+            step = distiller.step
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                names = sorted(logs)
+                values = acc.gather(torch.stack([logs[k].float().cpu() for k in names]).to(acc.device)[None])
+                shown = dict(zip(names, reduce(values, "p k -> k", "mean").tolist()))
+                acc.log({f"train/{k}": v for k, v in shown.items()}, step=step)
+                if acc.is_main_process:
+                    run.log({"step": step, "split": "train", **shown})
+            if step % cfg.train.eval_every == 0 and step < cfg.train.steps and acc.is_main_process:
+                shown.update(evaluate_student(final=False))
+            if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
+                distiller.save_checkpoint(run)
+            if progress is not None and acc.is_main_process:
+                progress(step, cfg.train.steps, shown)
+
+        # -- the end: checkpoint, shipped student, final metrics and samples.png
+        distiller.save_checkpoint(run)
+        student_m: dict[str, float] = {}
+        if acc.is_main_process:
+            save_student(run.generator, distiller.student, cfg, distiller.step)
+            student_m = evaluate_student(final=True)
+            run.log({"step": distiller.step, "split": "final-teacher", **teacher_m})
+        acc.wait_for_everyone()
+        return RunResult(run.root, distiller.step, time.perf_counter() - started, student_m, teacher_m, checks)
+    finally:
+        if accelerator is None:
+            acc.end_training()  # finishes trackers and destroys the process group (gloo aborts at exit otherwise)
+            if acc.num_processes == 1:
+                # Accelerate keeps process-wide state; forget it so a later run in this process may
+                # choose another mixed precision (tests, notebooks, benchmarks).
+                from accelerate.state import AcceleratorState
+
+                AcceleratorState._reset_state(reset_partial_state=True)

@@ -1,0 +1,124 @@
+"""The run directory: what a run writes, where, and when an existing directory may be reused.
+
+    <out>/config.json             resolved config, component provenance, check results ("bregzoo_run")
+    <out>/metrics.jsonl           one JSON object a line: {"step", "split", ...}
+    <out>/generator.safetensors   the final student (EMA weights), config in the header metadata
+    <out>/samples.png             teacher vs student samples
+    <out>/checkpoints/step-NNNNNNN/   accelerate save_state + train_state.safetensors (for --resume)
+    <out>/tb/                     TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bregzoo import io
+from bregzoo.errors import BregzooError
+
+MARKER = "bregzoo_run"
+# Everything a run creates; only these are removed when a run directory is reused.
+OWNED = ("config.json", "metrics.jsonl", "generator.safetensors", "generator_raw.safetensors", "samples.png",
+         "checkpoints", "tb")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def generator(self) -> Path:
+        return self.root / "generator.safetensors"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.png"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "tb"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:07d}"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint (temporary directories start with a dot and are skipped)."""
+        found = sorted(self.checkpoints.glob("step-*")) if self.checkpoints.is_dir() else []
+        return found[-1] if found else None
+
+    def prune_checkpoints(self, keep: int) -> None:
+        for old in sorted(self.checkpoints.glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl."""
+        io.append_line(self.metrics, json.dumps(record, allow_nan=True))
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records logged after ``step`` (a resumed run logs them again)."""
+        if not self.metrics.exists():
+            return
+        lines = self.metrics.read_text(encoding="utf-8").splitlines()
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step
+                and not json.loads(ln).get("split", "").startswith("final")]
+        io.write_text(self.metrics, "".join(ln + "\n" for ln in kept))
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a bregzoo run (its config.json carries the marker)."""
+    try:
+        return MARKER in json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def prepare(path: str | Path, overwrite: bool = False) -> RunDir:
+    """Make ``path`` ready for a fresh run.
+
+    An earlier bregzoo run there is replaced. A non-empty directory that is not a bregzoo run is
+    refused unless ``overwrite``; even then only the files a run writes are removed, nothing else.
+    """
+    root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise BregzooError(f"--out {root} is a file, not a directory; choose another --out")
+    if root.is_dir() and any(root.iterdir()) and not is_run_dir(root) and not overwrite:
+        raise BregzooError(
+            f"--out {root} exists and is not a bregzoo run directory; choose another --out "
+            "or pass --overwrite (only the files a run writes are replaced)"
+        )
+    for name in OWNED:
+        target = root / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    return RunDir(root)
+
+
+def existing(path: str | Path) -> RunDir:
+    """An existing run directory to resume; anything else is a user error."""
+    root = Path(path)
+    if not is_run_dir(root):
+        raise BregzooError(f"--resume {root}: not a bregzoo run directory (no config.json from 'bregzoo train')")
+    run = RunDir(root)
+    if run.latest_checkpoint() is None:
+        raise BregzooError(f"--resume {root}: the run has no checkpoint yet; start it again without --resume")
+    return run
