@@ -102,6 +102,16 @@ def test_disabled_plugin_leaves_everything_else_working(monkeypatch):
         reset_host()
 
 
+def test_disable_one_entry_point_by_plugin_name(monkeypatch):
+    monkeypatch.setenv("BREGZOO_DISABLE_PLUGINS", "bregzoo-alpha.rulsif")
+    reset_host()
+    try:
+        assert "alpha" in list_divergences() and "rulsif" not in list_ratio_estimators()
+    finally:
+        monkeypatch.delenv("BREGZOO_DISABLE_PLUGINS")
+        reset_host()
+
+
 def test_train_runs_with_the_plugin_divergence_and_estimator(tmp_path):
     """A short run weighted by alpha(0.5) with the RuLSIF estimator; small eval so it stays quick."""
     out = tmp_path / "run"
