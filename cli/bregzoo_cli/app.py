@@ -57,6 +57,7 @@ def _add_builtin_commands() -> None:
     app.command("sample")(sample_cmd.sample)
     from bregzoo_cli import bench_cmd; app.command("bench")(bench_cmd.bench)  # noqa: E702
     from bregzoo_cli import teach_cmd; app.command("teach")(teach_cmd.teach)  # noqa: E702
+    from bregzoo_cli import eval_cmd; app.command("eval")(eval_cmd.evaluate)  # noqa: E702
 
 
 _add_builtin_commands()
