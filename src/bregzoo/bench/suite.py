@@ -245,15 +245,8 @@ def expand(suite: Suite, group: Group, *, seeds: int | None = None, divergence: 
     """
     base = base_config(suite, group)
     divs = resolve_divergences(group.divergences, ranked, group.rank_from)
-    cells = []
-    for t in group.tasks:
-        if not fnmatch.fnmatchcase(parse_spec(t)[0], task):
-            continue
-        for d in divs:
-            if not fnmatch.fnmatchcase(parse_spec(d)[0], divergence):
-                continue
-            for e in group.estimators:
-                for s in range(seeds or group.seeds):
-                    cfg = base.replace(task=t, divergence=d, estimator=e, **{"train.seed": s})
-                    cells.append(Cell(group.name, t, d, e, s, cfg))
-    return cells
+    tasks = [t for t in group.tasks if fnmatch.fnmatchcase(parse_spec(t)[0], task)]
+    divs = [d for d in divs if fnmatch.fnmatchcase(parse_spec(d)[0], divergence)]
+    # Seed-major order: a suite stopped part-way has every task x divergence on the first seeds.
+    return [Cell(group.name, t, d, e, s, base.replace(task=t, divergence=d, estimator=e, **{"train.seed": s}))
+            for s in range(seeds or group.seeds) for t in tasks for d in divs for e in group.estimators]
