@@ -28,6 +28,7 @@ class TeacherArg:
     backbone: Optional[str] = None
     sampler_method: Optional[str] = None
     sampler_steps: Optional[int] = None
+    images: bool = False  # the teacher makes (C, H, W) images
 
 
 def looks_like_path(value: str) -> bool:
@@ -45,9 +46,9 @@ def resolve_teacher(value: str) -> TeacherArg:
             cfg = read_teacher_config(path)
             sampler = cfg.get("sampler", {})
             return TeacherArg(f"bregzoo:path={str(path)!r}", "bregzoo", str(path), cfg["dataset"], cfg["schedule"],
-                              cfg["backbone"], sampler.get("method"), sampler.get("steps"))
+                              cfg["backbone"], sampler.get("method"), sampler.get("steps"), len(cfg["data_shape"]) == 3)
         if (path / "config.json").is_file() or (path / "unet" / "config.json").is_file():
-            return TeacherArg(f"ddpm:path={str(path)!r}", "ddpm", str(path), DDPM_DEFAULT_TASK)
+            return TeacherArg(f"ddpm:path={str(path)!r}", "ddpm", str(path), DDPM_DEFAULT_TASK, images=True)
         raise BregzooError(f"teacher directory '{path}' is neither a 'bregzoo teach' directory nor a diffusers "
                            "UNet2DModel folder (no config.json there or under unet/)")
     if looks_like_path(value):
@@ -63,3 +64,62 @@ def same_schedule(a: str, b: str) -> bool:
 
     (na, pa), (nb, pb) = parse_spec(a), parse_spec(b)
     return make_schedule(na, **pa) == make_schedule(nb, **pb)
+
+
+IMAGE_METRICS, IMAGE_FINAL_METRICS = ["fid"], ["fid", "kid", "prc"]
+
+
+def _with_param(spec: str, key: str, value: str) -> str:
+    """``spec`` with ``key=value`` added; giving it twice is the user's error."""
+    from bregzoo import BregzooError
+    from bregzoo.registry import parse_spec
+
+    name, params = parse_spec(spec)
+    if key in params:
+        raise BregzooError(f"{spec!r} already sets {key}=; drop it or the option that sets it again")
+    return f"{spec}{',' if params else ':'}{key}={value!r}"
+
+
+def adopt_teacher(overrides: dict, data: Optional[Path] = None) -> dict:
+    """``bregzoo train`` overrides with ``--teacher DIR`` resolved, and what the directory says adopted.
+
+    A teacher directory brings its schedule (a different ``--schedule`` is an error: its denoiser is only
+    right under its own), its dataset as the task, its backbone (so the estimator is the same family),
+    its sampler settings for the teacher baseline, and image metrics. A diffusers DDPM folder makes the
+    task ``cifar10`` and a bare ``ddpm-cifar`` backbone read the folder's weights. ``--data DIR`` sets the
+    task's ``root=``. Explicit options and ``--set`` keys always win, except a conflicting schedule.
+    """
+    from bregzoo import BregzooError
+
+    out = dict(overrides)
+    arg = resolve_teacher(out["teacher"]) if "teacher" in out else None
+    if arg is not None and arg.kind != "name":
+        out["teacher"] = arg.spec
+        if arg.schedule:
+            if "schedule" in out and not same_schedule(out["schedule"], arg.schedule):
+                raise BregzooError(f"the teacher in '{arg.path}' was trained with --schedule {arg.schedule}, not "
+                                   f"{out['schedule']}; drop --schedule to adopt the teacher's")
+            out["schedule"] = arg.schedule
+        out.setdefault("task", arg.dataset)
+        if arg.kind == "bregzoo":
+            out.setdefault("backbone", arg.backbone)
+            if arg.images:  # the 2-D defaults (mode recall, MMD) mean nothing for images
+                out.setdefault("eval.metrics", IMAGE_METRICS)
+                out.setdefault("eval.final_metrics", IMAGE_FINAL_METRICS)
+            if arg.sampler_steps:
+                out.setdefault("eval.teacher_steps", int(arg.sampler_steps))
+            if arg.sampler_method:
+                out.setdefault("eval.teacher_sampler", arg.sampler_method)
+        else:  # a diffusers folder: FID needs InceptionV3 weights, so metrics are for 'bregzoo eval' afterwards
+            backbone = out.get("backbone", "ddpm-cifar")
+            if backbone == "ddpm-cifar":
+                backbone = _with_param(backbone, "path", arg.path)
+            out["backbone"] = backbone
+            out.setdefault("eval.metrics", [])
+            out.setdefault("eval.final_metrics", [])
+    if data is not None:
+        if "task" not in out:
+            raise BregzooError("--data sets the task's data folder; give --task too (e.g. --task cifar10)")
+        out["task"] = _with_param(out["task"], "root", str(Path(data).expanduser()))
+    return out
+

@@ -51,7 +51,8 @@ def train(
     divergence: Annotated[Optional[str], typer.Option(help="Bregman generator h weighting the generator, e.g. reverse-kl, lsif, power:alpha=0.5 (see 'bregzoo divergences').")] = None,
     estimator: Annotated[Optional[str], typer.Option(help="Ratio-estimator loss: classifier, lsif, kliep, bregman:h=NAME.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Network for generator, fake denoiser and estimator, e.g. mlp:width=128.")] = None,
-    teacher: Annotated[Optional[str], typer.Option(help="Teacher, e.g. analytic-gmm (exact mixture denoiser).")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher: a name, e.g. analytic-gmm (exact mixture denoiser), or a directory: from 'bregzoo teach' (its task, schedule and backbone are adopted) or a diffusers DDPM folder.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Data folder of the task (sets its root=), e.g. the CIFAR-10 folder.")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="Noise schedule: vp or edm (optionally vp:beta_max=20).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Generator steps (with --resume: the new total).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch per process and micro-batch.")] = None,
@@ -79,6 +80,10 @@ def train(
              "teacher": teacher, "schedule": schedule, "train.steps": steps, "train.batch_size": batch_size,
              "train.seed": seed, "train.mixed_precision": mixed_precision, "out": str(out) if out else None}
     overrides = {**_parse_set(set_ or []), **{k: v for k, v in named.items() if v is not None}}
+    if resume is None and ("teacher" in overrides or data is not None):
+        from bregzoo_cli.teacher_arg import adopt_teacher  # --teacher DIR: adopt its schedule, task, backbone
+
+        overrides = adopt_teacher(overrides, data)
     cfg = resolve_config(config, resume, overrides)
     if cfg.out is None:
         cfg = cfg.replace(out=default_out(cfg))
@@ -86,13 +91,10 @@ def train(
         typer.echo(cfg.to_json(), nl=False)
         return
 
-    from accelerate import PartialState
-
-    main = PartialState().is_main_process
-    with _Progress(enabled=main and not quiet) as progress:
+    with _Progress(enabled=not quiet) as progress:  # the loop only reports progress on the main process
         result = run_training(cfg, resume=resume is not None, overwrite=overwrite, check=not no_check,
                               force=force, progress=progress.update)
-    if main:
+    if result.main_process:
         _report(result)
 
 
@@ -103,17 +105,17 @@ class _Progress:
         self.enabled, self.bar, self.task = enabled, None, None
 
     def __enter__(self) -> "_Progress":
-        if self.enabled:
+        return self
+
+    def update(self, step: int, total: int, logs: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:  # created on the first update, which only the main process receives
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
             self.bar.__enter__()
-        return self
-
-    def update(self, step: int, total: int, logs: dict[str, float]) -> None:
-        if self.bar is None:
-            return
         if self.task is None:
             self.task = self.bar.add_task("train", total=total, completed=0, info="")
         keys = [("loss_dm", "loss"), ("loss_fake", "fake"), ("loss_est", "est"), ("mode_recall", "modes"),
