@@ -1,0 +1,47 @@
+"""Print docs/leaderboard.md from a bench output directory.
+
+Usage: ``python benchmarks/leaderboard_doc.py benchmarks/results/standard > docs/leaderboard.md``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from bregzoo.bench.leaderboard import BASELINE
+
+
+def summary(board: dict) -> list[str]:
+    """Top three per task, with the delta of the primary metric vs reverse-kl."""
+    lines = ["| task | primary | #1 | #2 | #3 | rank of reverse-kl |", "|---|---|---|---|---|---|"]
+    for task, t in board["tasks"].items():
+        p = t["primary"]
+        top = []
+        for r in t["rows"][:3]:
+            m, d = r["metrics"][p]["mean"], r["delta_vs_baseline_pct"].get(p)
+            top.append(f"{r['name']} ({m:.3g}, {'—' if d is None else f'{d:+.1f}%'})")
+        base = next((r["rank"] for r in t["rows"] if r["divergence"] == BASELINE), "—")
+        lines.append(f"| {task} | {p} | " + " | ".join(top) + f" | {base} of {len(t['rows'])} |")
+    return lines
+
+
+def main(results: Path) -> None:
+    board = json.loads((results / "leaderboard.json").read_text(encoding="utf-8"))
+    readme = (results / "README.md").read_text(encoding="utf-8") if (results / "README.md").exists() else ""
+    tables = (results / "leaderboard.md").read_text(encoding="utf-8").split("\n", 1)[1]
+    rel = Path("..") / results
+    out = ["# Leaderboard", "",
+           "Every registered divergence distilled from the same teacher with the same budget and seeds, by "
+           "`bregzoo bench --suite standard`. Numbers are mean ± std over seeds; Δ is the relative change of the "
+           f"task's primary metric vs `{BASELINE}` (the DMD / Diff-Instruct baseline), negative = lower = better "
+           "for mmd2. The teacher row is the 40-step Heun sampler the students are distilled from.", "",
+           "## Top three per task", "", *summary(board), "",
+           f"![leaderboard]({rel / 'leaderboard.png'})", "",
+           "## How it was produced", "", readme.split("\n", 1)[1].strip() if readme else "", "",
+           "## Full tables", tables.replace("\n## ", "\n### ")]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/standard"))
