@@ -48,6 +48,7 @@ class RunResult:
     student: dict[str, float] = field(default_factory=dict)
     teacher: dict[str, float] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    main_process: bool = True
 
 
 # -- randomness ----------------------------------------------------------------------------------
@@ -269,6 +270,12 @@ def default_out(cfg: RunConfig) -> str:
     return f"runs/{parse_spec(cfg.task)[0]}-{parse_spec(cfg.divergence)[0]}-s{cfg.train.seed}"
 
 
+def _cpu_only_multiprocess() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -305,6 +312,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
 
     # -- accelerator, components, run directory
     acc = accelerator or Accelerator(
+        # On a machine without a GPU, processes started by torchrun or `accelerate launch` must use CPU
+        # (gloo) explicitly, or each would silently train alone.
+        cpu=_cpu_only_multiprocess(),
         mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(root), logging_dir=str(root)))
     try:
@@ -383,7 +393,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             student_m = evaluate_student(final=True)
             run.log({"step": distiller.step, "split": "final-teacher", **teacher_m})
         acc.wait_for_everyone()
-        return RunResult(run.root, distiller.step, time.perf_counter() - started, student_m, teacher_m, checks)
+        return RunResult(run.root, distiller.step, time.perf_counter() - started, student_m, teacher_m, checks,
+                         acc.is_main_process)
     finally:
         if accelerator is None:
             acc.end_training()  # finishes trackers and destroys the process group (gloo aborts at exit otherwise)
