@@ -180,6 +180,13 @@ def test_cli_runs_a_tiny_suite_end_to_end_then_resumes_only_the_missing_cell(tmp
     assert {p.name: p.read_text() for p in sorted((out / "cells").glob("*.json")) if p != cells[1]} == \
         {k: v for k, v in before.items() if k != cells[1].name}
 
+    cells[0].unlink()
+    res = CliRunner().invoke(get_app(), ["bench", "--suite", str(tiny_suite(tmp_path)), "--out", str(out),
+                                         "--report-only"])
+    assert res.exit_code == 0 and "1 cells not finished yet" in res.output and "0 cells run, 3 reused" in res.output
+    assert len(json.loads((out / "leaderboard.json").read_text())["tasks"]["gmm8"]["rows"]) + \
+        len(json.loads((out / "leaderboard.json").read_text())["tasks"]["gmm25"]["rows"]) == 3
+
     res = CliRunner().invoke(get_app(), ["bench", "--compare", str(out / "leaderboard.json"),
                                          str(out / "leaderboard.json")])
     assert res.exit_code == 0 and "(same)" in res.output

@@ -26,6 +26,8 @@ def bench(
         "--out", "-o", help="Output directory (default: bench/<suite>). Finished cells there are reused.")] = None,
     workers: Annotated[int, typer.Option(
         "--workers", "-w", min=1, help="Parallel worker processes (one torch thread each).")] = min(2, os.cpu_count() or 1),
+    report_only: Annotated[bool, typer.Option(
+        "--report-only", help="Run nothing: write the leaderboard from the cells already finished in OUT.")] = False,
     compare: Annotated[Optional[tuple[Path, Path]], typer.Option(
         "--compare", help="Print what changed between two leaderboard.json files A B, then exit.")] = None,
 ) -> None:
@@ -56,7 +58,7 @@ def bench(
             bar.update(state["id"], completed=done, last=f"{cell.id}: {spec.primary_of(cell.task)}={what}")
 
         run = core.run_suite(spec, out, workers=workers, seeds=seeds, divergence=divergence, task=task,
-                             on_cell=on_cell, on_plan=on_plan)
+                             on_cell=on_cell, on_plan=on_plan, execute=not report_only)
     if not run.results:
         notes = "; ".join(s["note"] for s in run.skipped)
         raise BregzooError(f"no cell of suite {spec.name!r} matches --divergence {divergence!r} --task {task!r}"
@@ -75,4 +77,6 @@ def bench(
         console.print(table)
     for s in run.skipped:
         console.print(f"[yellow]skipped group {s['group']}[/yellow]: {s['note']}")
+    if run.missing:
+        console.print(f"[yellow]{run.missing} cells not finished yet[/yellow] (rerun without --report-only to run them)")
     console.print(f"{run.ran} cells run, {run.reused} reused; wrote {out}/leaderboard.md, .csv, .json, .png")

@@ -36,6 +36,7 @@ class SuiteRun:
     results: list[dict[str, Any]] = field(default_factory=list)
     ran: int = 0
     reused: int = 0
+    missing: int = 0  # cells neither finished before nor run now (``execute=False``)
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -142,9 +143,10 @@ def _execute(cells: list[Cell], out: Path, workers: int, on_cell: OnCell | None,
 
 def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, seeds: int | None = None, divergence: str = "*",
               task: str = "*", on_cell: OnCell | None = None,
-              on_plan: Callable[[int, int], None] | None = None) -> SuiteRun:
+              on_plan: Callable[[int, int], None] | None = None, execute: bool = True) -> SuiteRun:
     """Run every selected cell of ``suite`` not already finished in ``out``; groups run in order
-    (a ``top:N`` group needs its ``rank_from`` group's results)."""
+    (a ``top:N`` group needs its ``rank_from`` group's results). ``execute=False`` only collects the
+    finished cells (a leaderboard of a suite still running elsewhere)."""
     from bregzoo.bench.leaderboard import ranked_divergences
 
     out = Path(out)
@@ -167,6 +169,9 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, seeds: int | N
                 run.reused += 1
         if on_plan is not None:
             on_plan(len(cells), len(cells) - len(todo))
+        if not execute:
+            run.missing += len(todo)
+            continue
         fresh = _execute(todo, out, workers, on_cell, len(cells) - len(todo), len(cells))
         run.results += fresh
         run.ran += len(fresh)
