@@ -30,7 +30,11 @@ def divergences(
         raise BregzooError(f"no divergence matches {pattern!r}; run 'bregzoo divergences' to see them all")
     rows = []
     for name in names:
-        div = create_divergence(name)
+        try:
+            div = create_divergence(name)
+        except BregzooError as exc:  # one plugin's broken factory must not hide the rest of the zoo
+            typer.echo(f"bregzoo: warning: divergence {name!r} skipped: {' '.join(str(exc).split())}", err=True)
+            continue
         provider = get_host().provider_of("divergence", name)
         rows.append({
             "name": name, "h": div.h_formula or "(h only)", "omega": div.weight_formula or "(autograd)",
