@@ -228,3 +228,12 @@ def test_quick_suite_through_the_cli_with_two_workers(tmp_path):
     assert res.exit_code == 0, res.output
     assert all((tmp_path / f"leaderboard.{e}").exists() for e in ("md", "csv", "json", "png"))
     assert len(list((tmp_path / "cells").glob("*.json"))) == 6
+
+
+def test_a_stored_cell_survives_a_new_config_field_but_not_a_changed_value():
+    from bregzoo.bench.runner import same_config
+
+    now = {"train": {"steps": 3, "new_field": True}, "task": "gmm8"}
+    assert same_config({"train": {"steps": 3}, "task": "gmm8"}, now)
+    assert not same_config({"train": {"steps": 4}, "task": "gmm8"}, now)
+    assert not same_config({"train": {"steps": 3, "gone": 1}, "task": "gmm8"}, now)

@@ -72,7 +72,8 @@ def bench(
             s = r["metrics"].get(t["primary"], {})
             d = r["delta_vs_baseline_pct"].get(t["primary"])
             table.add_row(str(r["rank"]), r["name"],
-                          "failed" if s.get("mean") is None else f"{s['mean']:.4g} ± {s['std']:.2g}",
+                          "failed" if s.get("mean") is None else f"{s['mean']:.4g}"
+                          + (f" ± {s['std']:.2g}" if s.get("std") is not None else ""),
                           "—" if d is None else f"{d:+.1f}%", f"{r['seconds']:.1f}")
         console.print(table)
     for s in run.skipped:

@@ -27,7 +27,7 @@ def _row_key(rec: dict[str, Any], estimators: set[str]) -> str:
 def _stats(values: list[float | None]) -> dict[str, Any]:
     ok = [v for v in values if v is not None and math.isfinite(v)]
     return {"mean": statistics.fmean(ok) if ok else None,
-            "std": statistics.stdev(ok) if len(ok) > 1 else (0.0 if ok else None),
+            "std": statistics.stdev(ok) if len(ok) > 1 else None,  # one seed: no spread to report
             "n": len(ok), "failed": len(values) - len(ok)}
 
 
@@ -126,7 +126,7 @@ def _fmt(x: float | None) -> str:
 def _cell(s: dict[str, Any]) -> str:
     if not s or s.get("mean") is None:
         return "failed"
-    text = f"{_fmt(s['mean'])} ± {s['std']:.2g}"
+    text = f"{_fmt(s['mean'])} ± {s['std']:.2g}" if s.get("std") is not None else f"{_fmt(s['mean'])} (1 seed)"
     return text + (f" ({s['failed']} failed)" if s.get("failed") else "")
 
 

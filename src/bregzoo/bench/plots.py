@@ -15,7 +15,7 @@ def _bars(ax: Any, task: str, t: dict[str, Any]) -> None:
     rows = [r for r in t["rows"] if r["metrics"].get(p, {}).get("mean") is not None]
     names = [r["name"] for r in rows]
     means = [r["metrics"][p]["mean"] for r in rows]
-    stds = [r["metrics"][p]["std"] or 0.0 for r in rows]
+    stds = [r["metrics"][p]["std"] or 0.0 for r in rows]  # None (one seed): no error bar
     colors = ["tab:red" if r["divergence"] == "reverse-kl" else "tab:blue" for r in rows]
     ax.barh(range(len(rows)), means, xerr=stds, color=colors, alpha=0.8)
     ax.set_yticks(range(len(rows)), names, fontsize=7)

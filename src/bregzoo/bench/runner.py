@@ -3,8 +3,8 @@
     <out>/cells/<cell-id>.json    a finished cell (written atomically; skipped on the next run)
     <out>/work/<cell-id>/         the cell's run directory while it trains (removed afterwards)
 
-A cell is reused only if its stored config hash matches the cell's config now, so editing a suite's
-budget reruns the affected cells instead of mixing budgets in one leaderboard.
+A cell is reused only if its stored config matches the cell's config now (``same_config``), so editing
+a suite's budget reruns the affected cells instead of mixing budgets in one leaderboard.
 """
 
 from __future__ import annotations
@@ -102,13 +102,26 @@ def cell_path(out: Path, cell: Cell) -> Path:
     return out / "cells" / f"{cell.id}.json"
 
 
+def same_config(stored: Any, now: Any) -> bool:
+    """Whether a stored cell config still describes ``now``: every stored key has the same value.
+
+    Keys added to RunConfig after the cell ran are ignored: a new config field's default keeps the
+    old behaviour (the convention for adding one), so adding a field does not void finished cells.
+    """
+    if isinstance(stored, dict):
+        return isinstance(now, dict) and all(k in now and same_config(v, now[k]) for k, v in stored.items())
+    return stored == now
+
+
 def load_done(out: Path, cell: Cell) -> dict[str, Any] | None:
     """The stored result of ``cell`` if it exists, is readable and was run with the same config."""
     try:
         rec = json.loads(cell_path(out, cell).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return rec if rec.get("config_hash") == cell.config_hash else None
+    if rec.get("config_hash") == cell.config_hash:
+        return rec
+    return rec if same_config(rec.get("config"), cell.config.replace(out=None).to_dict()) else None
 
 
 def _worker_init() -> None:
