@@ -23,8 +23,16 @@ class _OneLineErrors(TyperGroup):
         except (BregzooError, OSError) as exc:
             if _DEBUG["on"]:
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """The message on one line (a multi-line message from a library would look like a traceback)."""
+    if isinstance(exc, OSError) and not isinstance(exc, BregzooError) and exc.filename is not None:
+        return f"cannot use '{exc.filename}': {exc.strerror}; check the path and its permissions, or choose another"
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 600 else text[:597] + "..."
 
 
 app = typer.Typer(

@@ -200,19 +200,27 @@ class FidelityMetric:
         return f"FidelityMetric({self.which!r}, {self.options})"
 
 
+def _existing(inception_weights: str | None) -> str | None:
+    """Check a given weights path when the metric is built, not after a whole training run."""
+    if inception_weights is not None and not Path(inception_weights).expanduser().is_file():
+        raise BregzooError(f"InceptionV3 weights file '{inception_weights}' does not exist; put the file there "
+                           "(see docs/images.md) or leave out inception_weights=")
+    return inception_weights
+
+
 def fid(feature_extractor: str = "auto", reference: int | None = None, inception_weights: str | None = None, batch_size: int = 64, seed: int = 0) -> FidelityMetric:
     """Frechet distance between feature Gaussians of samples and real images (lower is better)."""
-    return FidelityMetric("fid", feature_extractor=feature_extractor, reference=reference, inception_weights_path=inception_weights, batch_size=batch_size, seed=seed)
+    return FidelityMetric("fid", feature_extractor=feature_extractor, reference=reference, inception_weights_path=_existing(inception_weights), batch_size=batch_size, seed=seed)
 
 
 def kid(feature_extractor: str = "auto", reference: int | None = None, inception_weights: str | None = None, kid_subset_size: int = 1000, batch_size: int = 64, seed: int = 0) -> FidelityMetric:
     """Kernel (polynomial MMD^2) distance in feature space, mean and std over subsets (lower is better)."""
-    return FidelityMetric("kid", feature_extractor=feature_extractor, reference=reference, inception_weights_path=inception_weights, kid_subset_size=kid_subset_size, batch_size=batch_size, seed=seed)
+    return FidelityMetric("kid", feature_extractor=feature_extractor, reference=reference, inception_weights_path=_existing(inception_weights), kid_subset_size=kid_subset_size, batch_size=batch_size, seed=seed)
 
 
 def prc(feature_extractor: str = "auto", reference: int | None = None, inception_weights: str | None = None, neighborhood: int = 3, batch_size: int = 64, seed: int = 0) -> FidelityMetric:
     """Improved precision and recall (k-NN manifolds in feature space, Kynkaanniemi et al. 2019)."""
-    return FidelityMetric("prc", feature_extractor=feature_extractor, reference=reference, inception_weights_path=inception_weights, prc_neighborhood=neighborhood, batch_size=batch_size, seed=seed)
+    return FidelityMetric("prc", feature_extractor=feature_extractor, reference=reference, inception_weights_path=_existing(inception_weights), prc_neighborhood=neighborhood, batch_size=batch_size, seed=seed)
 
 
 @hookimpl
