@@ -130,3 +130,13 @@ def test_failed_claim_stops_the_run_unless_forced(tmp_path, monkeypatch) -> None
     assert not (tmp_path / "run").exists()  # stopped before writing anything
     result = train(tiny(tmp_path, **{"train.steps": 1}), force=True)
     assert json.loads((result.run_dir / "config.json").read_text())["checks"] == bad
+
+
+@pytest.mark.parametrize("divergence, gan, trained", [("reverse-kl", 0.0, False), ("ukl", 0.0, False),
+                                                      ("reverse-kl", 0.2, True), ("lsif", 0.0, True)])
+def test_the_estimator_is_trained_only_when_its_ratio_is_used(tmp_path, divergence, gan, trained) -> None:
+    result = train(tiny(tmp_path, divergence=divergence, **{"train.steps": 2, "weighting.gan": gan}), check=False)
+    assert json.loads((result.run_dir / "config.json").read_text())["estimator_trained"] is trained
+    last = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+            if json.loads(x)["split"] == "train"][-1]
+    assert ("loss_est" in last) is trained

@@ -90,6 +90,7 @@ class WeightingConfig:
     bins: int = 10  # time bins for "ema-bins"
     bin_decay: float = 0.9  # EMA decay of each bin's mean weight
     gan: float = 0.0  # weight of the non-saturating GAN term from the estimator's logits
+    dmd_normaliser: bool = True  # divide g by the per-sample mean |x0 - D_teacher| (DMD); False: by 1
 
     def __post_init__(self) -> None:
         _require(self.clamp is None or self.clamp > 0, f"weighting.clamp must be > 0, got {self.clamp}")

@@ -86,7 +86,8 @@ class Distiller:
         o = cfg.optim
 
         def adam(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-            return torch.optim.Adam(module.parameters(), lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+            return torch.optim.Adam(module.parameters(), lr=lr, betas=o.betas, weight_decay=o.weight_decay,
+                                    foreach=True)  # one fused update per network: ~10% of a CPU step saved
 
         (self.gen, self.fake, self.ratio, self.g_opt, self.f_opt, self.e_opt) = accelerator.prepare(
             parts.generator, parts.fake, parts.ratio,
@@ -96,6 +97,9 @@ class Distiller:
         w = cfg.weighting
         self.weights = WeightNormaliser(parts.divergence, parts.schedule, w.clamp, w.normalize, w.bins, w.bin_decay)
         self.step = 0  # generator steps completed
+        # A divergence with a constant weight (reverse-KL: omega = 1, i.e. DMD) never reads the ratio,
+        # so without a GAN term the estimator would be trained for nothing: skip it (~30% of a step).
+        self.uses_estimator = cfg.weighting.gan > 0 or not constant_weight(parts.divergence)
         self.rng = torch.Generator().manual_seed(cfg.train.seed)
 
     @property
@@ -119,7 +123,7 @@ class Distiller:
         return ((s2 + sd2) / (s2 * sd2)).float()
 
     def train_step(self, noise: dict[str, Any]) -> dict[str, Tensor]:
-        """One generator step, k fake-denoiser steps and one estimator step; returns local scalars."""
+        """One generator step, k fake-denoiser steps and (when its ratio is used) one estimator step."""
         acc, parts, sched = self.acc, self.parts, self.parts.schedule
         accum = self.cfg.train.grad_accum
         logs: dict[str, Tensor] = {}
@@ -136,9 +140,11 @@ class Distiller:
                 d_real = self.teacher.denoise(xt, t).float()
                 with acc.autocast():
                     d_fake = parts.fake(xt, t).float()
-                    ell = parts.estimator.log_ratio(parts.ratio(xt, t)).float()
+                    ell = (parts.estimator.log_ratio(parts.ratio(xt, t)).float() if self.uses_estimator
+                           else torch.zeros_like(t))
             omega = self.weights(ell, t, acc.gather)
-            normaliser = reduce((x0.detach() - d_real).abs(), "b ... -> b", "mean").clamp_min(1e-12)
+            normaliser = (reduce((x0.detach() - d_real).abs(), "b ... -> b", "mean").clamp_min(1e-12)
+                          if self.cfg.weighting.dmd_normaliser else torch.ones_like(omega))
             g = per_sample(omega / normaliser, x0) * (d_fake - d_real)
             loss_dm = 0.5 * reduce((x0 - (x0 - g).detach()).square(), "b ... -> b", "mean").mean()
             loss = loss_dm
@@ -156,8 +162,9 @@ class Distiller:
         logs["grad_norm_g"] = self._optimizer_step(self.gen, self.g_opt)
         if self.ema is not None:
             self.ema.update(parts.generator, self.step)
-        logs.update(loss_dm=loss_dm.detach(), omega_mean=omega.mean().detach(), omega_max=omega.max().detach(),
-                    ell_student=ell.mean().detach())
+        logs.update(loss_dm=loss_dm.detach(), omega_mean=omega.mean().detach(), omega_max=omega.max().detach())
+        if self.uses_estimator:
+            logs["ell_student"] = ell.mean().detach()
 
         # 4a. Fake denoiser: k DSM updates on fresh samples of the just-updated generator.
         for noise_j in noise["fake"]:
@@ -175,8 +182,16 @@ class Distiller:
             logs["loss_fake"] = loss_fake.detach()
 
         # 4b. Ratio estimator: BR_h on (reference x_t from the task's data, student x_t), same times.
+        if self.uses_estimator:
+            logs.update(self._estimator_update(noise["est"]))
+        self.step += 1
+        return logs
+
+    def _estimator_update(self, noise: dict[str, Tensor]) -> dict[str, Tensor]:
+        acc, parts, sched = self.acc, self.parts, self.parts.schedule
+        accum = self.cfg.train.grad_accum
         for i in range(accum):
-            nz = self._on_device(noise["est"], i)
+            nz = self._on_device(noise, i)
             t = nz["t"]
             with torch.no_grad(), acc.autocast():
                 x0 = generate(parts.generator, sched, nz["eps"]).float()
@@ -188,10 +203,7 @@ class Distiller:
             loss_est = parts.estimator.loss(out_ref, out_stu)
             acc.backward(loss_est / accum)
         self._optimizer_step(self.ratio, self.e_opt)
-        logs.update(loss_est=loss_est.detach(), ell_ref=parts.estimator.log_ratio(out_ref).mean().detach())
-
-        self.step += 1
-        return logs
+        return {"loss_est": loss_est.detach(), "ell_ref": parts.estimator.log_ratio(out_ref).mean().detach()}
 
     def warmup_fake(self, updates: int) -> None:
         """DSM updates of the fake denoiser on the initial generator, before any generator step."""
@@ -270,6 +282,12 @@ def default_out(cfg: RunConfig) -> str:
     return f"runs/{parse_spec(cfg.task)[0]}-{parse_spec(cfg.divergence)[0]}-s{cfg.train.seed}"
 
 
+def constant_weight(div: Any) -> bool:
+    """Whether omega(r) = r h''(r) is the same at every r (probed over l = log r in [-8, 8])."""
+    w = div.log_weight(torch.linspace(-8.0, 8.0, 33, dtype=torch.float64))
+    return bool(torch.isfinite(w).all() and (w - w[0]).abs().max() < 1e-9)
+
+
 def _cpu_only_multiprocess() -> bool:
     import os
 
@@ -333,6 +351,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             io.write_json(run.config, {
                 rundir.MARKER: 1, "config": cfg.to_dict(), "components": parts.provenance,
                 "checks": checks, "init_from_teacher": parts.from_teacher,
+                "estimator_trained": distiller.uses_estimator,
                 "num_processes": acc.num_processes, "device": str(acc.device),
                 "global_batch": cfg.train.batch_size * acc.num_processes * cfg.train.grad_accum,
                 "torch": torch.__version__, "sigma_data": parts.sigma_data,
