@@ -120,3 +120,22 @@ def test_ddpm_cifar_distillation_starts_and_checkpoints(tmp_path):
     start = io.load_file(teacher / "diffusion_pytorch_model.safetensors")
     moved = [k for k in start if not torch.equal(gen["net.unet." + k], start[k])]
     assert moved  # two generator steps changed the weights it started from
+
+
+@pytest.mark.slow
+def test_full_size_ddpm_cifar_distillation_starts_and_checkpoints(tmp_path):
+    """The published 35.7M-parameter layout (random weights), one step of batch 1 and a checkpoint (about 20 s, 1 GB of checkpoint)."""
+    from bregzoo_zoo.ddpm_unet import DDPM_CIFAR10_CONFIG, DDPMUNet
+
+    teacher = tmp_path / "ddpm"
+    teacher.mkdir()
+    torch.manual_seed(0)
+    io.write_json(teacher / "config.json", dict(DDPM_CIFAR10_CONFIG, _class_name="UNet2DModel"))
+    io.save_file(DDPMUNet(dict(DDPM_CIFAR10_CONFIG)).state_dict(), teacher / "diffusion_pytorch_model.safetensors")
+    data, run = _fake_cifar_bin(tmp_path / "cifar-10-batches-bin"), tmp_path / "run"
+    res = invoke("train", "--divergence", "lsif", "--backbone", "ddpm-cifar", "--teacher", teacher, "--data", data,
+                 "--steps", 1, "--batch-size", 1, "--set", "eval.samples=2", "--set", "eval.teacher_steps=1",
+                 "--set", "train.fake_updates=1", "--no-check", "-q", "--out", run)
+    assert res.exit_code == 0, res.output
+    assert (run / "checkpoints" / "step-0000001").is_dir() and (run / "generator.safetensors").is_file()
+    assert sum(v.numel() for v in io.load_file(run / "generator.safetensors").values()) >= 35_746_307
