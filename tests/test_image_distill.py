@@ -116,10 +116,29 @@ def test_ddpm_cifar_distillation_starts_and_checkpoints(tmp_path):
     assert cfg["backbone"] == f"ddpm-cifar:path={str(teacher)!r}"  # the generator starts from the checkpoint's weights
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-0000001", "step-0000002"]
     assert (run / "generator.safetensors").is_file() and (run / "samples.png").read_bytes()[:8] == PNG_MAGIC
+    assert json.loads((run / "config.json").read_text())["init_from_teacher"] is True
     gen = io.load_file(run / "generator.safetensors")
     start = io.load_file(teacher / "diffusion_pytorch_model.safetensors")
-    moved = [k for k in start if not torch.equal(gen["net.unet." + k], start[k])]
+    moved = [k for k in start if not torch.equal(gen["net." + k], start[k])]
     assert moved  # two generator steps changed the weights it started from
+
+
+def test_ddpm_generator_and_fake_start_as_the_teachers_function(tmp_path):
+    from bregzoo.config import RunConfig
+    from bregzoo.train.build import build
+
+    teacher, data = _tiny_ddpm_dir(tmp_path / "ddpm"), _fake_cifar_bin(tmp_path / "cifar-10-batches-bin")
+    cfg = RunConfig(task=f"cifar10:root={str(data)!r}", teacher=f"ddpm:path={str(teacher)!r}",
+                    backbone=f"ddpm-cifar:path={str(teacher)!r}", schedule="vp")
+    parts = build(cfg)
+    assert parts.from_teacher
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([0.05, 0.7])
+    with torch.no_grad():
+        want = parts.teacher.denoise(x, t)
+        torch.testing.assert_close(parts.generator(x, t), want, rtol=0, atol=0)
+        torch.testing.assert_close(parts.fake(x, t), want, rtol=0, atol=0)
+    assert all(p.requires_grad for p in parts.generator.parameters())
+    assert not any(p.requires_grad for p in parts.teacher.parameters())
 
 
 @pytest.mark.slow

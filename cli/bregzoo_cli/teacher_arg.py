@@ -86,8 +86,9 @@ def adopt_teacher(overrides: dict, data: Optional[Path] = None) -> dict:
     A teacher directory brings its schedule (a different ``--schedule`` is an error: its denoiser is only
     right under its own), its dataset as the task, its backbone (so the estimator is the same family),
     its sampler settings for the teacher baseline, and image metrics. A diffusers DDPM folder makes the
-    task ``cifar10`` and a bare ``ddpm-cifar`` backbone read the folder's weights. ``--data DIR`` sets the
-    task's ``root=``. Explicit options and ``--set`` keys always win, except a conflicting schedule.
+    task ``cifar10`` and a bare ``ddpm-cifar`` backbone (the ratio estimator's trunk) read the folder's
+    weights. ``--data DIR`` sets the task's ``root=``. Explicit options and ``--set`` keys always win,
+    except a conflicting schedule.
     """
     from bregzoo import BregzooError
 

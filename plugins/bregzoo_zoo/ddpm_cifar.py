@@ -217,18 +217,18 @@ def _check_shape(data_shape: tuple[int, ...], config: dict[str, Any], who: str) 
 
 
 # -- the teacher ----------------------------------------------------------------------------------------
-class DDPMTeacher(Teacher):
-    """A diffusers DDPM checkpoint (eps-prediction on T discrete steps) as a denoiser x0 = (x - sigma eps)/alpha
-    at continuous t of any bregzoo schedule; see the module docstring for the timestep mapping."""
+class DDPMDenoiser(nn.Module):
+    """x0 = D(x_t, t) of a DDPM UNet at continuous t of any bregzoo schedule (the eps -> x0 map below). A module
+    of its own so that distillation can copy it: the generator and the fake denoiser then start as the
+    teacher's function, not merely its weights under another preconditioning."""
 
     def __init__(self, unet: DDPMUNet, table: DiscreteVP, schedule: Schedule, prediction_type: str = "epsilon", time_mapping: str = "interpolate") -> None:
-        cfg = unet.config
-        super().__init__(schedule, (cfg["in_channels"], cfg["sample_size"], cfg["sample_size"]))
+        super().__init__()
         table.timestep(torch.ones(1), time_mapping)  # validates the mode now rather than at the first call
-        self.net, self.table = unet.eval().requires_grad_(False), table
+        self.net, self.table, self.schedule = unet, table, schedule
         self.prediction_type, self.time_mapping = prediction_type, time_mapping
 
-    def denoise(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
         td = t.double().to(x.device)
         s = self.schedule.s(td)
         y = x.double() / per_sample(self.schedule.alpha(td), x)
@@ -242,6 +242,35 @@ class DDPMTeacher(Teacher):
         else:  # v = alpha eps - sigma x0  =>  x0 = alpha x_t - sigma v
             x0 = k * x_vp - per_sample(s, x) * k * out
         return x0.to(x.dtype)
+
+
+class DDPMTeacher(Teacher):
+    """A diffusers DDPM checkpoint (eps-prediction on T discrete steps) as a denoiser x0 = (x - sigma eps)/alpha
+    at continuous t of any bregzoo schedule; see the module docstring for the timestep mapping."""
+
+    def __init__(self, unet: DDPMUNet, table: DiscreteVP, schedule: Schedule, prediction_type: str = "epsilon", time_mapping: str = "interpolate") -> None:
+        cfg = unet.config
+        super().__init__(schedule, (cfg["in_channels"], cfg["sample_size"], cfg["sample_size"]))
+        self.denoiser = DDPMDenoiser(unet, table, schedule, prediction_type, time_mapping).eval().requires_grad_(False)
+
+    @property
+    def net(self) -> DDPMUNet:
+        return self.denoiser.net
+
+    @property
+    def table(self) -> DiscreteVP:
+        return self.denoiser.table
+
+    @property
+    def prediction_type(self) -> str:
+        return self.denoiser.prediction_type
+
+    @property
+    def time_mapping(self) -> str:
+        return self.denoiser.time_mapping
+
+    def denoise(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.denoiser(x, t)
 
 
 def ddpm(dataset: Any, schedule: Schedule, path: str | None = None, time_mapping: str = "interpolate") -> DDPMTeacher:

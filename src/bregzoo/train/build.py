@@ -1,8 +1,9 @@
 """Resolve a RunConfig's component names through the registries and build the networks.
 
 The generator and the fake denoiser start from the teacher's network when the teacher exposes one:
-a teacher whose ``denoiser`` attribute is a ``bregzoo.networks.Denoiser``. The analytic mixture
-teacher has none, so both start from scratch on the configured backbone.
+a teacher whose ``denoiser`` attribute is a trainable module ``D(x_t, t)`` (a core
+``bregzoo.networks.Denoiser``, or a plugin's own, e.g. the DDPM teacher's eps -> x0 wrapper). The
+analytic mixture teacher has none, so both start from scratch on the configured backbone.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def build(cfg: RunConfig, init_seed: int | None = None) -> Parts:
 
     torch.manual_seed(cfg.train.seed if init_seed is None else init_seed)
     net = getattr(teacher, "denoiser", None)
-    from_teacher = cfg.train.init_from_teacher and isinstance(net, Denoiser)
+    from_teacher = cfg.train.init_from_teacher and isinstance(net, nn.Module)
     if from_teacher:
         generator, fake = copy.deepcopy(net), copy.deepcopy(net)
         generator.requires_grad_(True)
