@@ -39,6 +39,9 @@ def resolve_config(config: Optional[Path], resume: Optional[Path], overrides: di
                 f"cannot change {', '.join(changed)} when resuming (a resumed run must match the original); "
                 f"only {', '.join(sorted(RESUMABLE))} may change"
             )
+        from bregzoo.train.rundir import existing
+
+        existing(resume)  # a clear error for a directory that is not a resumable run
         overrides = {**overrides, "out": str(resume)}
         base = RunConfig.load(resume)
     else:

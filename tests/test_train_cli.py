@@ -1,0 +1,91 @@
+"""`bregzoo train` and `bregzoo sample` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from bregzoo.config import RunConfig
+from bregzoo_cli.app import get_app
+
+runner = CliRunner()
+TINY = ["--steps", "2", "--batch-size", "32", "--backbone", "mlp:width=16,depth=1", "--set", "eval.samples=200",
+        "--set", "eval.teacher_steps=12", "--set", 'eval.final_metrics=["mode-recall"]', "--no-check", "-q"]
+
+
+def invoke(*args: str):
+    return runner.invoke(get_app(), [str(a) for a in args])
+
+
+def test_help_lists_train_and_sample() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0 and "train" in result.stdout and "sample" in result.stdout
+
+
+def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path) -> None:
+    out = tmp_path / "run"
+    result = invoke("train", "--dry-run", "--divergence", "power:alpha=0.5", "--steps", "7", "--seed", "3",
+                    "--set", "weighting.clamp=4", "--out", out)
+    assert result.exit_code == 0, result.output
+    cfg = RunConfig.from_dict(json.loads(result.stdout))
+    assert (cfg.divergence, cfg.train.steps, cfg.train.seed, cfg.weighting.clamp, cfg.out) == (
+        "power:alpha=0.5", 7, 3, 4.0, str(out))
+    assert not out.exists()
+
+
+def test_default_dry_run_names_its_run_directory() -> None:
+    result = invoke("train", "--dry-run")
+    assert result.exit_code == 0
+    cfg = RunConfig.from_dict(json.loads(result.stdout))
+    assert cfg == RunConfig().replace(out="runs/gmm8-reverse-kl-s0")
+
+
+def test_config_file_then_options(tmp_path) -> None:
+    (tmp_path / "run.toml").write_text(RunConfig().replace(divergence="lsif", **{"train.steps": 11}).to_toml())
+    result = invoke("train", "--dry-run", "--config", tmp_path / "run.toml", "--steps", "12")
+    cfg = RunConfig.from_dict(json.loads(result.stdout))
+    assert (cfg.divergence, cfg.train.steps) == ("lsif", 12)
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path) -> None:
+    for args, needle in [
+        (["--set", "train.stepz=3"], "unknown config key 'train.stepz'"),
+        (["--set", "nonsense"], "expected KEY=VALUE"),
+        (["--steps", "0"], "train.steps must be > 0"),
+        (["--config", tmp_path / "missing.toml"], "does not exist"),
+        (["--resume", tmp_path], "not a bregzoo run directory"),
+        (["--divergence", "no-such-divergence", "--no-check", "--out", tmp_path / "x"], "unknown divergence"),
+    ]:
+        result = invoke("train", *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.output and "Traceback" not in result.output
+
+
+def test_train_resume_and_sample(tmp_path) -> None:
+    out = tmp_path / "run"
+    result = invoke("train", *TINY, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "samples.png").is_file() and (out / "generator.safetensors").is_file()
+    bad = invoke("train", "--resume", out, "--divergence", "lsif")
+    assert bad.exit_code == 2 and "cannot change divergence when resuming" in bad.output
+    again = invoke("train", "--resume", out, "--steps", "4", "--no-check", "-q")
+    assert again.exit_code == 0, again.output
+    assert RunConfig.load(out).train.steps == 4
+    result = invoke("sample", out, "-n", "123", "--out", tmp_path / "x.pt", "--seed", "5")
+    assert result.exit_code == 0, result.output
+    x = torch.load(tmp_path / "x.pt", weights_only=True)
+    assert x.shape == (123, 2) and torch.isfinite(x).all()
+    assert invoke("sample", out / "generator.safetensors", "-n", "50", "--out", tmp_path / "x.png").exit_code == 0
+    assert (tmp_path / "x.png").stat().st_size > 0
+    assert invoke("sample", tmp_path / "nothing", "--out", tmp_path / "y.pt").exit_code == 2
+    assert invoke("sample", out, "--out", tmp_path / "y.txt").exit_code == 2
+
+
+def test_existing_foreign_directory_is_refused(tmp_path) -> None:
+    (tmp_path / "mine.txt").write_text("keep")
+    result = invoke("train", *TINY, "--out", tmp_path)
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert invoke("train", *TINY, "--out", tmp_path, "--overwrite").exit_code == 0
+    assert (tmp_path / "mine.txt").read_text() == "keep"
