@@ -38,8 +38,11 @@ def main(results: Path) -> None:
            "for mmd2. The teacher row is the 40-step Heun sampler the students are distilled from.", "",
            "## Top three per task", "", *summary(board), "",
            f"![leaderboard]({rel / 'leaderboard.png'})", "",
-           "## How it was produced", "", readme.split("\n", 1)[1].strip() if readme else "", "",
+           "## How it was produced, and findings", "", readme.split("\n", 1)[1].strip().replace("\n## ", "\n### ") if readme else "", "",
            "## Full tables", tables.replace("\n## ", "\n### ")]
+    perf = results.parent / "perf.txt"
+    if perf.exists():  # benchmarks/perf.py's output, committed next to the suite's results
+        out += ["", "## Performance (`benchmarks/perf.py`)", "", "```", perf.read_text(encoding="utf-8").strip(), "```"]
     print("\n".join(out))
 
 
