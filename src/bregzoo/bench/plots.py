@@ -1,5 +1,6 @@
 """leaderboard.png: the primary metric per divergence per task (bars, ± std over seeds), then a
-scatter montage of each divergence's samples (seed 0), best first, next to the teacher sampler's."""
+montage of each divergence's samples (seed 0; scatter for 2-D, an image grid for images), best
+first, next to the teacher sampler's."""
 
 from __future__ import annotations
 
@@ -37,6 +38,20 @@ def _scatter(ax: Any, pts: list, title: str, lim: float) -> None:
     ax.set_title(title, fontsize=7)
 
 
+def _grid(ax: Any, imgs: list, title: str) -> None:
+    """A 4x4 grid of images (C, H, W) in [-1, 1]."""
+    import torch
+    from einops import rearrange
+
+    if imgs:
+        x = torch.tensor(imgs[:16]).clamp(-1, 1) * 0.5 + 0.5
+        side = int(len(x) ** 0.5)
+        g = rearrange(x[: side * side], "(r c) ch h w -> (r h) (c w) ch", r=side)
+        ax.imshow(g.squeeze(-1) if g.shape[-1] == 1 else g, cmap="gray")
+    ax.set(xticks=[], yticks=[])
+    ax.set_title(title, fontsize=7)
+
+
 def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -> Path:
     """Write the bar charts and the sample montage to ``path`` (atomically)."""
     import matplotlib
@@ -60,11 +75,15 @@ def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -
         panels = [(f"{task}: teacher", next((r.get("teacher_samples") for k, r in seed0.items() if k[0] == task), []))]
         panels += [(f"#{row['rank']} {row['name']}",
                     seed0.get((task, row["divergence"], row["estimator"]), {}).get("samples", [])) for row in rows]
-        allv = [abs(v) for _, pts in panels for p in pts for v in p[:2]]
+        images = any(pts and not isinstance(pts[0][0], (int, float)) for _, pts in panels)
+        allv = [] if images else [abs(v) for _, pts in panels for p in pts for v in p[:2]]
         lim = (sorted(allv)[int(0.99 * (len(allv) - 1))] * 1.15 + 0.1) if allv else 1.0
         axs = sub.subplots(1, ncols, squeeze=False)[0]
         for ax, (title, pts) in zip(axs, panels):
-            _scatter(ax, pts, title, lim)
+            if images:
+                _grid(ax, pts, title)
+            else:
+                _scatter(ax, pts, title, lim)
         for ax in axs[len(panels):]:
             ax.axis("off")
     fig.suptitle(f"bregzoo bench: suite {board['suite']} (samples: seed 0, best first)", fontsize=10)

@@ -46,10 +46,15 @@ def _finite(d: dict[str, float]) -> dict[str, float | None]:
 
 
 def _samples(x: Any) -> list:
+    """Samples for the montage: 256 points for vector data, 16 images (as nested lists) for images."""
     import torch
 
-    x = x[:SAMPLES_KEPT].detach().float().cpu() if isinstance(x, torch.Tensor) else torch.zeros(0)
-    return [[round(float(v), 4) for v in row.flatten()] for row in x] if x.ndim == 2 else []
+    if not isinstance(x, torch.Tensor):
+        return []
+    x = x.detach().float().cpu()
+    if x.ndim == 2:
+        return [[round(float(v), 4) for v in row] for row in x[:SAMPLES_KEPT]]
+    return [torch.round(img * 1e3).div(1e3).tolist() for img in x[:16]]
 
 
 def _teacher_samples(student: Any, cell: Cell) -> Any:
