@@ -37,7 +37,7 @@ def commands(out: Path) -> tuple[list[str], dict[str, list[str]]]:
     bz = str(Path(sys.executable).with_name("bregzoo"))
     teach = [bz, "teach", "--out", str(out / "teacher"), "-q"]
     train = {d: [bz, "train", "--teacher", str(out / "teacher"), "--divergence", d, "--steps", "300", "--batch-size", "64",
-                 "--set", "eval.samples=500", "--out", str(out / f"student-{d}"), "-q"] for d in DIVERGENCES}
+                 "--set", "optim.lr_generator=3e-4", "--set", "optim.lr_fake=3e-4", "--set", "eval.samples=500", "--out", str(out / f"student-{d}"), "-q"] for d in DIVERGENCES}
     return teach, train
 
 
