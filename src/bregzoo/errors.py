@@ -16,3 +16,7 @@ class UnknownNameError(BregzooError, KeyError):
 
 class PluginError(BregzooError):
     """A plugin failed to import, to register, or broke a registry rule."""
+
+
+class NonFiniteError(BregzooError):
+    """A loss or weight became NaN or inf during training; the run stopped before saving that step."""
