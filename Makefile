@@ -17,7 +17,7 @@ install: $(STAMP)
 
 ## run: distill the embedded default task (analytic 8-Gaussian ring teacher) into a one-step student
 run: $(STAMP)
-	$(BIN)/bregzoo check
+	$(BIN)/bregzoo train
 
 ## test: the default test suite (slow tests excluded; `make test-all` includes them)
 test: $(STAMP)

@@ -112,7 +112,7 @@ def test_out_dir_rules(tmp_path) -> None:
     {"weighting.normalize": "batch", "divergence": "lsif", "weighting.clamp": 3.0},
     {"weighting.normalize": "ema-bins", "divergence": "power:alpha=0.5", "weighting.gan": 0.1},
     {"train.grad_accum": 2, "train.ema": 0.0, "estimator": "lsif", "train.fake_warmup": 2},
-    {"schedule": "vp", "train.mixed_precision": "bf16"},
+    {"schedule": "vp", "train.mixed_precision": "bf16", "optim.generator_decay": "cosine"},
 ])
 def test_options_run_and_stay_finite(tmp_path, changes) -> None:
     result = train(tiny(tmp_path, **{"train.steps": 2, **changes}), check=False)
@@ -140,3 +140,17 @@ def test_the_estimator_is_trained_only_when_its_ratio_is_used(tmp_path, divergen
     last = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()
             if json.loads(x)["split"] == "train"][-1]
     assert ("loss_est" in last) is trained
+
+
+def test_mlp_fourier_features_keep_the_backbone_contract() -> None:
+    from bregzoo import create_backbone
+
+    net = create_backbone("mlp:width=16,fourier=8", data_shape=(2,))
+    scalar = create_backbone("mlp", data_shape=(2,), scalar_output=True, width=16, fourier=8, fourier_scale=2.0)
+    x, c = torch.randn(5, 2), torch.randn(5)
+    assert net(x, c).shape == (5, 2) and scalar(x, c).shape == (5,)
+    assert net.state_dict()["freqs"].shape == (2, 8)  # fixed, seeded, saved with the weights
+    assert torch.equal(net.freqs, create_backbone("mlp:width=16,fourier=8", data_shape=(2,)).freqs)
+    with pytest.raises(BregzooError, match="fourier"):
+        create_backbone("mlp:fourier=-1", data_shape=(2,))
+    assert "freqs" not in create_backbone("mlp:width=16", data_shape=(2,)).state_dict()  # old checkpoints load

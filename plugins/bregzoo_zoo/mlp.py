@@ -31,10 +31,17 @@ class ResBlock(nn.Module):
 class MLP(nn.Module):
     """forward(x (B, d), c_noise (B,)) -> (B, d), or (B,) with scalar_output."""
 
-    def __init__(self, dim: int, width: int = 128, depth: int = 3, scalar_output: bool = False) -> None:
+    def __init__(self, dim: int, width: int = 128, depth: int = 3, scalar_output: bool = False,
+                 fourier: int = 0, fourier_scale: float = 1.0) -> None:
         super().__init__()
         self.width = width
-        self.inp = nn.Linear(dim, width)
+        # Optional random Fourier features of x (Tancik et al. 2020): a plain MLP is slow to learn the
+        # sharp low-noise denoisers of well-separated 2-D modes (spectral bias). A fixed seed keeps
+        # them reproducible; they are a buffer, so they travel in the state dict (only when used, so
+        # checkpoints of the plain MLP keep their keys).
+        freqs = torch.randn(dim, fourier, generator=torch.Generator().manual_seed(0)) * fourier_scale
+        self.register_buffer("freqs", freqs if fourier else None)
+        self.inp = nn.Linear(dim + 2 * fourier, width)
         self.emb = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(ResBlock(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, 1 if scalar_output else dim))
@@ -42,6 +49,9 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         emb = self.emb(fourier_features(c_noise.to(x.dtype), self.width))
+        if self.freqs is not None:
+            ang = (2 * math.pi) * x @ self.freqs.to(x.dtype)
+            x = torch.cat([x, ang.sin(), ang.cos()], dim=1)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
@@ -49,13 +59,16 @@ class MLP(nn.Module):
         return out.squeeze(1) if self.scalar_output else out
 
 
-def mlp(data_shape: tuple[int, ...], scalar_output: bool = False, width: int = 128, depth: int = 3) -> MLP:
+def mlp(data_shape: tuple[int, ...], scalar_output: bool = False, width: int = 128, depth: int = 3,
+        fourier: int = 0, fourier_scale: float = 1.0) -> MLP:
     """The residual MLP backbone for vector data."""
     if len(data_shape) != 1:
         raise BregzooError(f"the mlp backbone needs vector data, got shape {tuple(data_shape)}; use 'unet' for images")
     if width < 2 or depth < 0:
         raise BregzooError(f"mlp: width must be >= 2 and depth >= 0, got width={width}, depth={depth}")
-    return MLP(data_shape[0], width, depth, scalar_output)
+    if fourier < 0 or fourier_scale <= 0:
+        raise BregzooError(f"mlp: fourier must be >= 0 and fourier_scale > 0, got {fourier}, {fourier_scale}")
+    return MLP(data_shape[0], width, depth, scalar_output, fourier, fourier_scale)
 
 
 @hookimpl

@@ -159,6 +159,10 @@ class Distiller:
                 loss = loss + self.cfg.weighting.gan * loss_gan
                 logs["loss_gan"] = loss_gan.detach()
             acc.backward(loss / accum)
+        if self.cfg.optim.generator_decay == "cosine":  # a function of the step alone, so resume replays it
+            lr = self.cfg.optim.lr_generator * 0.5 * (1 + math.cos(math.pi * self.step / self.cfg.train.steps))
+            for group in self.g_opt.param_groups:
+                group["lr"] = lr
         logs["grad_norm_g"] = self._optimizer_step(self.gen, self.g_opt)
         if self.ema is not None:
             self.ema.update(parts.generator, self.step)
@@ -393,10 +397,11 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 names = sorted(logs)
                 values = acc.gather(torch.stack([logs[k].float().cpu() for k in names]).to(acc.device)[None])
-                shown = dict(zip(names, reduce(values, "p k -> k", "mean").tolist()))
-                acc.log({f"train/{k}": v for k, v in shown.items()}, step=step)
+                latest = dict(zip(names, reduce(values, "p k -> k", "mean").tolist()))
+                shown.update(latest)  # keeps the last eval metrics for the progress bar
+                acc.log({f"train/{k}": v for k, v in latest.items()}, step=step)
                 if acc.is_main_process:
-                    run.log({"step": step, "split": "train", **shown})
+                    run.log({"step": step, "split": "train", **latest})
             if step % cfg.train.eval_every == 0 and step < cfg.train.steps and acc.is_main_process:
                 shown.update(evaluate_student(final=False))
             if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
