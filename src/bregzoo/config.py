@@ -186,6 +186,9 @@ class RunConfig:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise BregzooError(f"config file {path} does not exist") from None
+        if not text.strip():  # an empty TOML file would silently mean "all defaults"
+            raise BregzooError(f"config file {path} is empty; write the settings there "
+                               "('bregzoo train --dry-run' prints a full config) or drop --config")
         if path.suffix == ".toml":
             return cls.from_toml(text)
         try:
@@ -204,10 +207,16 @@ class RunConfig:
             node = data
             for part in head:
                 if not isinstance(node.get(part), dict):
-                    raise BregzooError(f"unknown config section {part!r} in {key!r}")
+                    sections = [k for k, v in data.items() if isinstance(v, dict)]
+                    raise BregzooError(f"unknown config section {part!r} in {key!r}; sections: {', '.join(sections)}")
                 node = node[part]
             if last not in node:
-                raise BregzooError(f"unknown config key {key!r}")
+                import difflib
+
+                close = difflib.get_close_matches(last, list(node), n=3)
+                hint = f"did you mean {', '.join(repr('.'.join([*head, c])) for c in close)}? " if close else ""
+                raise BregzooError(f"unknown config key {key!r}; {hint}valid keys"
+                                   f"{' in ' + repr('.'.join(head)) if head else ''}: {', '.join(node)}")
             node[last] = list(value) if isinstance(value, tuple) else value
         return RunConfig.from_dict(data)
 
