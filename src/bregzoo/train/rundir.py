@@ -75,9 +75,14 @@ class RunDir:
         """Drop records logged after ``step`` (a resumed run logs them again)."""
         if not self.metrics.exists():
             return
-        lines = self.metrics.read_text(encoding="utf-8").splitlines()
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step
-                and not json.loads(ln).get("split", "").startswith("final")]
+        kept = []
+        for ln in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(ln)
+            except ValueError:  # a line torn by a crash (power loss, full disk): its step is logged again
+                continue
+            if rec.get("step", 0) <= step and not rec.get("split", "").startswith("final"):
+                kept.append(ln)
         io.write_text(self.metrics, "".join(ln + "\n" for ln in kept))
 
 
@@ -103,13 +108,17 @@ def prepare(path: str | Path, overwrite: bool = False) -> RunDir:
             f"--out {root} exists and is not a bregzoo run directory; choose another --out "
             "or pass --overwrite (only the files a run writes are replaced)"
         )
-    for name in OWNED:
-        target = root / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # first: an unwritable --out fails before anything is removed
+        for name in OWNED:
+            target = root / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    except OSError as exc:
+        raise BregzooError(f"--out {root}: cannot create or clean the run directory ({exc.strerror}); "
+                           "choose a writable --out") from None
     return RunDir(root)
 
 
