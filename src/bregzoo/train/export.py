@@ -78,6 +78,10 @@ def load_student(path: str | Path) -> Student:
     try:
         parts.generator.load_state_dict(io.load_file(weights))
     except RuntimeError as exc:
-        raise BregzooError(f"{weights} does not match the network its config describes: {exc}") from None
+        details = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+        raise BregzooError(
+            f"{weights} does not match the network its config describes ({len(details)} problems, first: "
+            f"{details[0] if details else exc}); the file was edited or written by another architecture"
+        ) from None
     return Student(parts.generator.eval(), parts.schedule, tuple(parts.dataset.data_shape), cfg, parts.dataset,
                    int(meta.get("step", 0)))
