@@ -15,6 +15,12 @@ def _metric(spec: str) -> Callable[[Tensor, Any], dict[str, float]]:
     return create_metric(spec)
 
 
+def check_metrics(*specs: str) -> None:
+    """Build every metric now, so a misspelt or misconfigured one fails before training, not after it."""
+    for spec in specs:
+        _metric(spec)
+
+
 def evaluate(samples: Tensor, dataset: Any, metrics: tuple[str, ...] | list[str]) -> dict[str, float]:
     """Run each named metric (``metric(samples, dataset) -> dict``) and merge the results."""
     out: dict[str, float] = {}

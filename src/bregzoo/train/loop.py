@@ -29,7 +29,8 @@ from bregzoo.train import rundir
 from bregzoo.train.build import Parts, build, generate
 from bregzoo.train.checks import require_passed, run_claim_checks
 from bregzoo.train.ema import EMA
-from bregzoo.train.evaluate import evaluate
+from bregzoo.errors import BregzooError, NonFiniteError
+from bregzoo.train.evaluate import check_metrics, evaluate
 from bregzoo.train.export import save_student
 from bregzoo.train.plots import save_samples_png
 from bregzoo.train.weighting import WeightNormaliser
@@ -248,14 +249,25 @@ class Distiller:
         return final
 
     def load_checkpoint(self, path: Path) -> None:
-        """Restore everything ``save_checkpoint`` wrote (weights-only loading throughout)."""
-        self.acc.load_state(str(path))
-        state = io.load_file(path / "train_state.safetensors")
-        self.step = int(io.read_metadata(path / "train_state.safetensors")["step"])
-        self.rng.set_state(state["rng"])
-        self.weights.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("weights.")})
-        if self.ema is not None:
-            self.ema.load_state_dict({k[4:]: v.to(self.acc.device) for k, v in state.items() if k.startswith("ema.")})
+        """Restore everything ``save_checkpoint`` wrote (weights-only loading throughout).
+
+        A checkpoint that cannot be read (truncated, edited, another architecture, a pickle that is not
+        plain tensors) is one user error naming it, never a traceback.
+        """
+        try:
+            self.acc.load_state(str(path))
+            state = io.load_file(path / "train_state.safetensors")
+            self.step = int(io.read_metadata(path / "train_state.safetensors")["step"])
+            self.rng.set_state(state["rng"])
+            self.weights.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("weights.")})
+            if self.ema is not None:
+                self.ema.load_state_dict({k[4:]: v.to(self.acc.device) for k, v in state.items() if k.startswith("ema.")})
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise BregzooError(
+                f"--resume: checkpoint {path} cannot be loaded ({type(exc).__name__}: {first}); it is corrupt or "
+                "does not match the run's config: delete it to resume from the previous checkpoint, or start a new run"
+            ) from None
 
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -284,6 +296,21 @@ def default_out(cfg: RunConfig) -> str:
     from bregzoo.registry import parse_spec
 
     return f"runs/{parse_spec(cfg.task)[0]}-{parse_spec(cfg.divergence)[0]}-s{cfg.train.seed}"
+
+
+# The logged scalars a run stops on when they are NaN or inf, and what each one is.
+TERMS = {"loss_dm": "the generator's weighted distribution-matching loss", "loss_gan": "the generator's GAN term",
+         "loss_fake": "the fake denoiser's score-matching loss", "loss_est": "the ratio estimator's BR_h loss",
+         "omega_mean": "the generator weight omega", "omega_max": "the generator weight omega"}
+
+
+def nonfinite_terms(logs: dict[str, Tensor], acc: Any) -> list[str]:
+    """The watched terms that are NaN or inf on any process (every process gets the same answer)."""
+    names = [k for k in TERMS if k in logs]
+    bad = torch.stack([(~torch.isfinite(logs[k].detach().float().cpu())).any().float() for k in names])
+    if acc.num_processes > 1:
+        bad = reduce(acc.gather(bad.to(acc.device)[None]).cpu(), "p k -> k", "max")
+    return [k for k, b in zip(names, bad.tolist()) if b]
 
 
 def constant_weight(div: Any) -> bool:
@@ -341,6 +368,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         project_config=ProjectConfiguration(project_dir=str(root), logging_dir=str(root)))
     try:
         parts = build(cfg)
+        check_metrics(*cfg.eval.metrics, *cfg.eval.final_metrics)
         checks = run_claim_checks(parts.divergence, parts.estimator) if check else []
         require_passed(checks, force)
         if resume:
@@ -351,6 +379,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             acc.wait_for_everyone()
             run = rundir.RunDir(root)
         distiller = Distiller(cfg, parts, acc)
+        if resume:  # load before writing anything: a checkpoint that cannot be read leaves the run untouched
+            ckpt = run.latest_checkpoint()
+            distiller.load_checkpoint(ckpt)
         if acc.is_main_process:
             io.write_json(run.config, {
                 rundir.MARKER: 1, "config": cfg.to_dict(), "components": parts.provenance,
@@ -361,8 +392,6 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
                 "torch": torch.__version__, "sigma_data": parts.sigma_data,
             })
         if resume:
-            ckpt = run.latest_checkpoint()
-            distiller.load_checkpoint(ckpt)
             if acc.is_main_process:
                 run.truncate_metrics(distiller.step)
             acc.print(f"resumed from {ckpt} at step {distiller.step}")
@@ -394,6 +423,13 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             noise = draw_step_noise(distiller.rng, parts, cfg, acc.num_processes, acc.process_index)
             logs = distiller.train_step(noise)
             step = distiller.step
+            bad = nonfinite_terms(logs, acc)
+            if bad:  # stop before anything from this step is saved: the last checkpoint stays the last good one
+                last = run.latest_checkpoint()
+                raise NonFiniteError(
+                    f"step {step}: {', '.join(f'{k} ({TERMS.get(k, k)})' for k in bad)} became NaN or inf; the run "
+                    f"stopped without saving this step. Last good checkpoint: {last or 'none'}. Lower the learning "
+                    "rates or set weighting.clamp (e.g. --set weighting.clamp=10), then train again")
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 names = sorted(logs)
                 values = acc.gather(torch.stack([logs[k].float().cpu() for k in names]).to(acc.device)[None])
