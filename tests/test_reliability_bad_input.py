@@ -25,12 +25,6 @@ from typer.testing import CliRunner
 from bregzoo import io
 from bregzoo_cli.app import get_app
 
-# Fixes in the training loop's files (issue C's, frozen while it was finished) that these cases need; they are
-# written and tested (all cases pass with them) and wait to be applied: until then the cases are strict xfails.
-import bregzoo.train.loop as _loop  # noqa: E402
-
-C_FIXES_APPLIED = hasattr(_loop, "nonfinite_terms")
-
 TINY = ["--backbone", "mlp:width=16,depth=1", "--batch-size", "16", "--no-check", "-q",
         "--set", "train.checkpoint_every=2", "--set", "train.log_every=1000", "--set", "train.eval_every=1000",
         "--set", "train.fake_updates=1", "--set", "eval.samples=32", "--set", "eval.teacher_steps=2",
@@ -130,13 +124,7 @@ def _dirs(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_dir()}
 
 
-NEED_C_FIXES = {"unknown-metric", "empty-config", "unknown-set-key", "resume-truncated-checkpoint",
-                "resume-wrong-architecture", "out-unwritable", "missing-fid-weights"}
-PENDING = pytest.mark.xfail(not C_FIXES_APPLIED, strict=True, reason="needs the fixes in issue C's files")
-
-
-@pytest.mark.parametrize("setup, argv, words", [
-    pytest.param(*c[1:], id=c[0], marks=[PENDING] if c[0] in NEED_C_FIXES else []) for c in CASES])
+@pytest.mark.parametrize("setup, argv, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, monkeypatch, finished_run, setup, argv, words):
     if setup is not None:
         setup(tmp_path, finished_run)

@@ -25,12 +25,6 @@ from bregzoo.estimator import BregmanRatioEstimator
 from bregzoo.registry import Spec
 from bregzoo_cli.app import get_app
 
-# Fixes in the training loop's files (issue C's, frozen while it was finished) that these cases need; they are
-# written and tested (all cases pass with them) and wait to be applied: until then the cases are strict xfails.
-import bregzoo.train.loop as _loop  # noqa: E402
-
-C_FIXES_APPLIED = hasattr(_loop, "nonfinite_terms")
-
 CALLS = {"weight": 0, "estimator": 0}
 
 
@@ -87,7 +81,6 @@ SMALL = ["--backbone", "mlp:width=16,depth=1", "--batch-size", "16", "--no-check
          "--set", 'eval.metrics=["mmd"]', "--set", 'eval.final_metrics=["mmd"]']
 
 
-@pytest.mark.xfail(not C_FIXES_APPLIED, strict=True, reason="needs the non-finite check in the training loop")
 @pytest.mark.parametrize("args, step, term", [
     (["--divergence", "goes-bad:after=7"], 7, "loss_dm"),
     (["--divergence", "goes-bad:after=4,value=inf"], 4, "loss_dm"),

@@ -19,12 +19,6 @@ from typer.testing import CliRunner
 
 from bregzoo_cli.app import get_app
 
-# Fixes in the training loop's files (issue C's, frozen while it was finished) that these cases need; they are
-# written and tested (all cases pass with them) and wait to be applied: until then the cases are strict xfails.
-import bregzoo.train.loop as _loop  # noqa: E402
-
-C_FIXES_APPLIED = hasattr(_loop, "nonfinite_terms")
-
 TINY = ["--backbone", "mlp:width=16,depth=1", "--batch-size", "16", "--no-check", "-q",
         "--set", "train.checkpoint_every=2", "--set", "train.log_every=1000", "--set", "train.eval_every=1000",
         "--set", "train.fake_updates=1", "--set", "eval.samples=32", "--set", "eval.teacher_steps=2",
@@ -55,8 +49,6 @@ def test_malicious_pickle_in_a_checkpoint_does_not_run_on_resume(tmp_path, victi
     result = CliRunner().invoke(get_app(), ["train", "--resume", str(run), "--steps", "4", "-q"])
 
     assert not marker.exists(), "the pickle in the checkpoint ran"
-    if exit_code == 2 and not C_FIXES_APPLIED:
-        pytest.xfail("refused, but as a traceback (exit 1) until load_checkpoint's one-line error is applied")
     assert result.exit_code == exit_code, (result.output, result.exception)
     assert "Traceback" not in result.output
     if exit_code == 2:
