@@ -446,7 +446,10 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
                 progress(step, cfg.train.steps, shown)
 
         # -- the end: checkpoint, shipped student, final metrics and samples.png
-        distiller.save_checkpoint(run)
+        # A run resumed from its final checkpoint already has it; re-saving would briefly leave no
+        # directory under that name (replace_dir moves the old one aside first).
+        if not run.checkpoint(distiller.step).exists():
+            distiller.save_checkpoint(run)
         student_m: dict[str, float] = {}
         if acc.is_main_process:
             save_student(run.generator, distiller.student, cfg, distiller.step)
