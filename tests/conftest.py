@@ -49,3 +49,17 @@ def extra_entry_points(monkeypatch):
 
     monkeypatch.setattr("bregzoo.plugins.md.entry_points", entry_points)
     return fakes.extend
+
+
+@pytest.fixture
+def one_thread():
+    """One torch/BLAS thread: these tensors are small, and on a shared 2-core box extra threads only
+    oversubscribe it (measured 5x slower). Modules opt in with ``pytestmark = usefixtures("one_thread")``."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)

@@ -19,16 +19,7 @@ TINY = {"block_out_channels": [32, 32, 32, 32], "norm_num_groups": 8, "layers_pe
 CIFAR = SimpleNamespace(data_shape=(3, 32, 32))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small; on a shared 2-core box extra BLAS/OpenMP threads only oversubscribe it."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _diffusers_dir(tmp_path: Path, overrides: dict, head_dim: object = "absent", seed: int = 0) -> tuple[Path, torch.nn.Module]:

@@ -10,16 +10,7 @@ from bregzoo_zoo.digits_cnn import ASSET, load_digits_cnn
 from bregzoo_zoo.fidelity import DIGITS_EXTRACTOR, compute_fidelity, register_digits_extractor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small; on a shared 2-core box extra BLAS/OpenMP threads only oversubscribe it."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,7 @@ import torch
 from bregzoo import BregzooError, create_backbone, create_dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small; on a shared 2-core box extra BLAS/OpenMP threads only oversubscribe it."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- fixtures -------------------------------------------------------------------------------------

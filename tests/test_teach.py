@@ -17,12 +17,7 @@ TINY = dict(backbone="unet:channels=8,mults=1,blocks=1,attn=none", batch_size=8,
             keep_checkpoints=5, sampler_steps=2, log_every=1, lr_warmup=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path, name="teacher", **changes) -> TeachConfig:
