@@ -14,35 +14,38 @@ from bregzoo.schedules import Schedule
 from bregzoo.teacher import per_sample
 
 
-class Denoiser(nn.Module):
+class _Preconditioned(nn.Module):
+    """A backbone fed the EDM-scaled input c_in y, y = x/alpha, with noise conditioning log(s)/4."""
+
+    def __init__(self, net: nn.Module, schedule: Schedule, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        self.net, self.schedule, self.sigma_data = net, schedule, float(sigma_data)
+
+    def _inputs(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(s per sample broadcast to x, y = x/alpha, the network's output F(c_in y, log(s)/4))."""
+        s = self.schedule.s(t).to(x.dtype)
+        y = x / per_sample(self.schedule.alpha(t).to(x.dtype), x)
+        s_b = per_sample(s, x)
+        c_in = 1 / (s_b.square() + self.sigma_data**2).sqrt()
+        return s_b, y, self.net(c_in * y, s.log() / 4)
+
+
+class Denoiser(_Preconditioned):
     """EDM preconditioning (Karras et al. 2022) in y = x/alpha: D = c_skip y + c_out F(c_in y, log(s)/4)."""
 
-    def __init__(self, net: nn.Module, schedule: Schedule, sigma_data: float = 0.5) -> None:
-        super().__init__()
-        self.net, self.schedule, self.sigma_data = net, schedule, float(sigma_data)
-
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        s = self.schedule.s(t).to(x.dtype)
-        y = x / per_sample(self.schedule.alpha(t).to(x.dtype), x)
-        sd2, s2 = self.sigma_data**2, per_sample(s, x).square()
+        s, y, out = self._inputs(x, t)
+        sd2, s2 = self.sigma_data**2, s.square()
         c_skip = sd2 / (s2 + sd2)
-        c_out = per_sample(s, x) * self.sigma_data / (s2 + sd2).sqrt()
-        c_in = 1 / (s2 + sd2).sqrt()
-        return c_skip * y + c_out * self.net(c_in * y, s.log() / 4)
+        c_out = s * self.sigma_data / (s2 + sd2).sqrt()
+        return c_skip * y + c_out * out
 
 
-class RatioNet(nn.Module):
+class RatioNet(_Preconditioned):
     """A time-conditioned log-ratio network: ell(x_t, t) from a scalar-output backbone."""
 
-    def __init__(self, net: nn.Module, schedule: Schedule, sigma_data: float = 0.5) -> None:
-        super().__init__()
-        self.net, self.schedule, self.sigma_data = net, schedule, float(sigma_data)
-
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        s = self.schedule.s(t).to(x.dtype)
-        y = x / per_sample(self.schedule.alpha(t).to(x.dtype), x)
-        c_in = 1 / (per_sample(s, x).square() + self.sigma_data**2).sqrt()
-        return self.net(c_in * y, s.log() / 4)
+        return self._inputs(x, t)[2]
 
 
 def diffuse(x0: Tensor, t: Tensor, schedule: Schedule, noise: Tensor | None = None) -> Tensor:
