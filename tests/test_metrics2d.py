@@ -143,3 +143,20 @@ def test_options_and_diverged_samples():
     assert math.isnan(create_metric("w2")(bad, ds)["w2"])
     assert math.isnan(create_metric("mmd")(bad, ds)["mmd2"])
     assert create_metric("precision")(bad, ds)["precision"] <= 49 / 50
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_biased_mmd_floor_matches_its_expectation(task):
+    # For exact samples E[MMD²_b] = (1/m + 1/n)(1 - E k(x, x')): a positive floor that a student's
+    # value is read against. Over 8 seeds the mean must sit at that value, and the unbiased one at 0.
+    ds, mmd = create_dataset(task), create_metric("mmd")
+    # a new reference set each time too: the expectation is over both samples
+    outs = [create_metric("mmd", seed=100 + seed)(exact(task, 500, seed), ds) for seed in range(8)]
+    y = reference_sample(ds, 2000, seed=99)
+    cross = mmd._kernel(y[:1000], y[1000:]).mean().item()
+    expected = 2 / 500 * (1 - cross)
+    mean_b = sum(o["mmd2_b"] for o in outs) / len(outs)
+    assert all(o["mmd2_b"] > 0 for o in outs)
+    assert mean_b == pytest.approx(expected, rel=0.25)
+    assert abs(sum(o["mmd2"] for o in outs) / len(outs)) < 0.25 * expected
+    assert mmd(collapsed(), ds)["mmd2_b"] > 100 * expected

@@ -143,8 +143,11 @@ def _report(result: Any) -> None:
     table.add_column("metric")
     table.add_column("student (1 step)", justify="right")
     table.add_column("teacher sampler", justify="right")
+    if result.exact:
+        table.add_column("exact samples (floor)", justify="right")
+    fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
     for key in result.student:
-        t = result.teacher.get(key)
-        table.add_row(key, f"{result.student[key]:.4g}", "" if t is None else f"{t:.4g}")
+        cells = [fmt(result.student[key]), fmt(result.teacher.get(key))]
+        table.add_row(key, *cells, *([fmt(result.exact.get(key))] if result.exact else []))
     console.print(table)
     console.print(f"samples: {Path(result.run_dir) / 'samples.png'}   weights: {Path(result.run_dir) / 'generator.safetensors'}")

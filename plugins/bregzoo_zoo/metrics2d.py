@@ -107,7 +107,10 @@ def _bandwidths(value: object) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class MMD:
-    """Unbiased MMD² against a fixed-seed reference sample, with a mixture of RBF kernels.
+    """MMD² against a fixed-seed reference sample, with a mixture of RBF kernels.
+
+    Returns ``mmd2`` (unbiased, mean 0 for exact samples) and ``mmd2_b`` (the biased V-statistic,
+    whose value for exact samples is a positive noise floor: read students as a ratio to it).
 
     k(x, y) = mean over b in ``bandwidths`` of exp(-|x - y|² / (2 b²)), with the bandwidths in data
     units and fixed (nothing data-dependent), so values compare across runs and samplers. The defaults
@@ -132,10 +135,14 @@ class MMD:
         x = _subsample(_points(samples, dataset), self.max_points, self.seed)
         y = reference_sample(dataset, self.n_ref or len(x), self.seed)
         m, n = len(x), len(y)
-        # Drop the diagonals (k(x, x) = 1) for the unbiased estimator (Gretton et al. 2012, eq. 3).
-        kxx = (self._kernel(x, x).sum() - m) / (m * (m - 1))
-        kyy = (self._kernel(y, y).sum() - n) / (n * (n - 1))
-        return {"mmd2": float(kxx + kyy - 2 * self._kernel(x, y).mean())}
+        sxx, syy, kxy = self._kernel(x, x).sum(), self._kernel(y, y).sum(), self._kernel(x, y).mean()
+        # Unbiased: drop the diagonals (k(x, x) = 1), Gretton et al. 2012, eq. 3; it is 0 in
+        # expectation for exact samples, so it can dip below 0 and no ratio to it means anything.
+        unbiased = (sxx - m) / (m * (m - 1)) + (syy - n) / (n * (n - 1)) - 2 * kxy
+        # Biased (V-statistic, eq. 5): >= 0, and for exact samples about (1/m + 1/n)(1 - E k(x, x')),
+        # a positive noise floor that a student's value can be read against as a ratio.
+        biased = sxx / m**2 + syy / n**2 - 2 * kxy
+        return {"mmd2": float(unbiased), "mmd2_b": float(biased)}
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,10 @@ class MixtureTeacher(Teacher):
         super().__init__(schedule, mixture.data_shape)
         self.mixture = mixture
 
+    @property
+    def sigma_max(self) -> float:
+        return math.inf  # exact at every noise level
+
     def denoise(self, x: Tensor, t: Tensor) -> Tensor:
         m = self.mixture
         a, s = self.schedule.alpha(t.double()), self.schedule.sigma(t.double())

@@ -62,12 +62,13 @@ def _teacher_samples(student: Any, cell: Cell) -> Any:
     import torch
 
     from bregzoo.train.build import build
-    from bregzoo.teacher import sample_ode
+    from bregzoo.teacher import sample_ode, sampling_schedule
 
     parts, e = build(cell.config), cell.config.eval
     noise = torch.randn(SAMPLES_KEPT, *student.data_shape, generator=torch.Generator().manual_seed(cell.seed))
+    sched = sampling_schedule(parts.schedule, parts.teacher, e.teacher_sigma_max)
     with torch.no_grad():
-        return sample_ode(parts.teacher.denoise, parts.schedule, noise, e.teacher_steps, e.teacher_sampler)
+        return sample_ode(parts.teacher.denoise, sched, noise, e.teacher_steps, e.teacher_sampler)
 
 
 def run_cell(cell: Cell, out: str) -> dict[str, Any]:
