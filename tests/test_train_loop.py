@@ -40,11 +40,15 @@ def test_tiny_run_writes_the_run_directory(tmp_path) -> None:
     assert RunConfig.from_dict(config["config"]) == tiny(tmp_path)
     assert config["components"]["divergence"]["dist"] == "bregzoo"
     assert config["components"]["task"]["name"] == "gmm8"
+    # the weighting the run trained with, "auto" resolved (reverse-kl: DMD, nothing to tame)
+    assert (config["weighting"]["normalize"], config["weighting"]["warmup"]) == ("none", 0)
     records = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]
-    assert {r["split"] for r in records} == {"teacher", "train", "student", "final-student", "final-teacher"}
+    assert {r["split"] for r in records} == {"teacher", "exact", "train", "student", "final-student", "final-teacher"}
     assert all(torch.isfinite(torch.tensor(r["loss_dm"])) for r in records if r["split"] == "train")
-    assert set(result.student) == {"mode_recall", "modes_covered", "mmd2"}
+    assert set(result.student) == {"mode_recall", "modes_covered", "mmd2", "mmd2_b"}
+    assert set(result.exact) == set(result.student)  # the task's exact samples, the metrics' noise floor
+    assert result.exact["mode_recall"] == 1.0 and 0 < result.exact["mmd2_b"] < 0.01
     assert result.teacher["mode_recall"] == 1.0  # the exact teacher's 12-step Heun sampler keeps every mode
 
 
@@ -113,6 +117,7 @@ def test_out_dir_rules(tmp_path) -> None:
     {"weighting.normalize": "ema-bins", "divergence": "power:alpha=0.5", "weighting.gan": 0.1},
     {"train.grad_accum": 2, "train.ema": 0.0, "estimator": "lsif", "train.fake_warmup": 2},
     {"schedule": "vp", "train.mixed_precision": "bf16", "optim.generator_decay": "cosine"},
+    {"divergence": "neyman", "weighting.warmup": 1},  # auto weighting, past its ramp at step 2
 ])
 def test_options_run_and_stay_finite(tmp_path, changes) -> None:
     result = train(tiny(tmp_path, **{"train.steps": 2, **changes}), check=False)
@@ -154,3 +159,11 @@ def test_mlp_fourier_features_keep_the_backbone_contract() -> None:
     with pytest.raises(BregzooError, match="fourier"):
         create_backbone("mlp:fourier=-1", data_shape=(2,))
     assert "freqs" not in create_backbone("mlp:width=16", data_shape=(2,)).state_dict()  # old checkpoints load
+
+
+def test_auto_weighting_is_recorded_in_config_json(tmp_path) -> None:
+    result = train(tiny(tmp_path, divergence="lsif", **{"train.steps": 2}), check=False)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["config"]["weighting"]["normalize"] == "auto"  # what the user asked for
+    assert {k: config["weighting"][k] for k in ("normalize", "truncate", "warmup")} == {
+        "normalize": "ema-bins", "truncate": 5.0, "warmup": 500}  # what the run used

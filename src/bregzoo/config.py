@@ -88,20 +88,31 @@ class OptimConfig:
 class WeightingConfig:
     """How omega = exp(log_weight(l)) is tamed before it weights the generator gradient."""
 
+    # "auto", and None for truncate and warmup, mean the divergence's default (bregzoo.train.weighting
+    # .resolve, docs/math.md): a weight read from the estimated ratio is per-bin normalised, truncated
+    # and ramped in; a constant weight (reverse-KL) is left alone. The resolved values are in config.json.
     clamp: Optional[float] = None  # clamp l = log r to [-clamp, clamp]
-    normalize: str = "none"  # "none" | "batch" (divide by the batch mean) | "ema-bins" (f-distill)
+    normalize: str = "auto"  # "auto" | "none" | "batch" (divide by the batch mean) | "ema-bins" (f-distill)
     bins: int = 10  # time bins for "ema-bins"
     bin_decay: float = 0.9  # EMA decay of each bin's mean weight
+    truncate: Optional[float] = None  # cap a normalised weight at this multiple of the mean (Ionides 2008); inf: no cap
+    warmup: Optional[int] = None  # generator steps over which log omega ramps from 0 (DMD) to the divergence's own
     gan: float = 0.0  # weight of the non-saturating GAN term from the estimator's logits
     dmd_normaliser: bool = True  # divide g by the per-sample mean |x0 - D_teacher| (DMD); False: by 1
 
     def __post_init__(self) -> None:
         _require(self.clamp is None or self.clamp > 0, f"weighting.clamp must be > 0, got {self.clamp}")
-        _require(self.normalize in ("none", "batch", "ema-bins"),
-                 f"weighting.normalize must be 'none', 'batch' or 'ema-bins', got {self.normalize!r}")
+        _require(self.normalize in ("auto", "none", "batch", "ema-bins"),
+                 f"weighting.normalize must be 'auto', 'none', 'batch' or 'ema-bins', got {self.normalize!r}")
         _require(self.bins > 0, f"weighting.bins must be > 0, got {self.bins}")
         _require(0 <= self.bin_decay < 1, f"weighting.bin_decay must be in [0, 1), got {self.bin_decay}")
         _require(self.gan >= 0, f"weighting.gan must be >= 0, got {self.gan}")
+        _require(self.truncate is None or self.truncate > 1,
+                 f"weighting.truncate must be > 1 (a multiple of the mean weight; inf: no cap) or omitted, "
+                 f"got {self.truncate}")
+        _require(self.truncate is None or math.isinf(self.truncate) or self.normalize != "none",
+                 "weighting.truncate caps normalised weights: set weighting.normalize to 'batch' or 'ema-bins'")
+        _require(self.warmup is None or self.warmup >= 0, f"weighting.warmup must be >= 0, got {self.warmup}")
 
 
 @dataclass(frozen=True)
@@ -113,10 +124,15 @@ class EvalConfig:
     final_metrics: tuple[str, ...] = ("mode-recall", "mmd", "w2", "precision", "nll")
     teacher_steps: int = 40
     teacher_sampler: str = "heun"
+    # The teacher sampler starts at noise level s = teacher_sigma_max (EDM's 80) when the teacher is
+    # valid there, whatever the training schedule's t_max: from s = 3 its samples are biased (docs/math.md).
+    # It only ever raises the start: a value below the schedule's own top keeps the schedule's.
+    teacher_sigma_max: float = 80.0
 
     def __post_init__(self) -> None:
         _require(self.samples >= 2, f"eval.samples must be >= 2, got {self.samples}")
         _require(self.teacher_steps >= 1, f"eval.teacher_steps must be >= 1, got {self.teacher_steps}")
+        _require(self.teacher_sigma_max > 0, f"eval.teacher_sigma_max must be > 0, got {self.teacher_sigma_max}")
         _require(self.teacher_sampler in ("euler", "heun"),
                  f"eval.teacher_sampler must be 'euler' or 'heun', got {self.teacher_sampler!r}")
 

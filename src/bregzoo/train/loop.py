@@ -9,6 +9,7 @@ one process with batch N*B (up to float reduction order), and a resumed run repl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -24,7 +25,7 @@ from torch import Tensor
 from bregzoo import io
 from bregzoo.config import RunConfig
 from bregzoo.networks import diffuse
-from bregzoo.teacher import per_sample, sample_ode
+from bregzoo.teacher import per_sample, sample_ode, sampling_schedule
 from bregzoo.train import rundir
 from bregzoo.train.build import Parts, build, generate
 from bregzoo.train.checks import require_passed, run_claim_checks
@@ -33,7 +34,8 @@ from bregzoo.errors import BregzooError, NonFiniteError
 from bregzoo.train.evaluate import check_metrics, evaluate
 from bregzoo.train.export import save_student
 from bregzoo.train.plots import save_samples_png
-from bregzoo.train.weighting import WeightNormaliser
+from bregzoo.train.weighting import WeightNormaliser, constant_weight
+from bregzoo.train.weighting import resolve as resolve_weighting
 
 Progress = Callable[[int, int, dict[str, float]], None]
 EVAL_SEED_OFFSET = 1_000_003  # eval noise never overlaps the training stream of any nearby seed
@@ -48,6 +50,7 @@ class RunResult:
     seconds: float
     student: dict[str, float] = field(default_factory=dict)
     teacher: dict[str, float] = field(default_factory=dict)
+    exact: dict[str, float] = field(default_factory=dict)  # the task's own samples: the metrics' noise floor
     checks: list[dict[str, Any]] = field(default_factory=list)
     main_process: bool = True
 
@@ -95,8 +98,9 @@ class Distiller:
             adam(parts.generator, o.lr_generator), adam(parts.fake, o.lr_fake), adam(parts.ratio, o.lr_estimator))
         self.teacher = parts.teacher.to(accelerator.device)
         self.ema = EMA(parts.generator, cfg.train.ema) if cfg.train.ema > 0 else None
-        w = cfg.weighting
-        self.weights = WeightNormaliser(parts.divergence, parts.schedule, w.clamp, w.normalize, w.bins, w.bin_decay)
+        self.weighting = w = resolve_weighting(cfg.weighting, parts.divergence)
+        self.weights = WeightNormaliser(parts.divergence, parts.schedule, w.clamp, w.normalize, w.bins, w.bin_decay,
+                                        w.truncate, w.warmup)
         self.step = 0  # generator steps completed
         # A divergence with a constant weight (reverse-KL: omega = 1, i.e. DMD) never reads the ratio,
         # so without a GAN term the estimator would be trained for nothing: skip it (~30% of a step).
@@ -143,7 +147,7 @@ class Distiller:
                     d_fake = parts.fake(xt, t).float()
                     ell = (parts.estimator.log_ratio(parts.ratio(xt, t)).float() if self.uses_estimator
                            else torch.zeros_like(t))
-            omega = self.weights(ell, t, acc.gather)
+            omega = self.weights(ell, t, acc.gather, self.step)
             normaliser = (reduce((x0.detach() - d_real).abs(), "b ... -> b", "mean").clamp_min(1e-12)
                           if self.cfg.weighting.dmd_normaliser else torch.ones_like(omega))
             g = per_sample(omega / normaliser, x0) * (d_fake - d_real)
@@ -285,8 +289,18 @@ class Distiller:
         g = torch.Generator().manual_seed(self.cfg.train.seed + 2 * EVAL_SEED_OFFSET)
         noise = torch.randn(n, *self.parts.dataset.data_shape, generator=g).to(self.acc.device)
         e = self.cfg.eval
-        return torch.cat([sample_ode(self.teacher.denoise, self.parts.schedule, chunk, e.teacher_steps,
+        sched = sampling_schedule(self.parts.schedule, self.teacher, e.teacher_sigma_max)
+        return torch.cat([sample_ode(self.teacher.denoise, sched, chunk, e.teacher_steps,
                                      e.teacher_sampler).float().cpu() for chunk in noise.split(4096)])
+
+    @torch.no_grad()
+    def exact_samples(self, n: int) -> Tensor | None:
+        """n samples of the task's own distribution (a mixture's exact sampler, or real data), from a
+        seed no other evaluation uses: their metrics are the noise floor a student is read against."""
+        sample = getattr(self.parts.dataset, "sample", None)
+        if sample is None:
+            return None
+        return sample(n, generator=torch.Generator().manual_seed(self.cfg.train.seed + 3 * EVAL_SEED_OFFSET)).float()
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -311,12 +325,6 @@ def nonfinite_terms(logs: dict[str, Tensor], acc: Any) -> list[str]:
     if acc.num_processes > 1:
         bad = reduce(acc.gather(bad.to(acc.device)[None]).cpu(), "p k -> k", "max")
     return [k for k, b in zip(names, bad.tolist()) if b]
-
-
-def constant_weight(div: Any) -> bool:
-    """Whether omega(r) = r h''(r) is the same at every r (probed over l = log r in [-8, 8])."""
-    w = div.log_weight(torch.linspace(-8.0, 8.0, 33, dtype=torch.float64))
-    return bool(torch.isfinite(w).all() and (w - w[0]).abs().max() < 1e-9)
 
 
 def _cpu_only_multiprocess() -> bool:
@@ -387,6 +395,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
                 rundir.MARKER: 1, "config": cfg.to_dict(), "components": parts.provenance,
                 "checks": checks, "init_from_teacher": parts.from_teacher,
                 "estimator_trained": distiller.uses_estimator,
+                # the weighting this divergence trains with ("auto" and None resolved; docs/math.md)
+                "weighting": dataclasses.asdict(distiller.weighting),
                 "num_processes": acc.num_processes, "device": str(acc.device),
                 "global_batch": cfg.train.batch_size * acc.num_processes * cfg.train.grad_accum,
                 "torch": torch.__version__, "sigma_data": parts.sigma_data,
@@ -403,6 +413,11 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             teacher_x = distiller.teacher_samples(cfg.eval.samples)
             teacher_m = evaluate(teacher_x, parts.dataset, cfg.eval.final_metrics)
             run.log({"step": distiller.step, "split": "teacher", **teacher_m})
+        exact_m: dict[str, float] = {}
+        exact_x = distiller.exact_samples(cfg.eval.samples) if acc.is_main_process else None
+        if exact_x is not None:
+            exact_m = evaluate(exact_x, parts.dataset, cfg.eval.final_metrics)
+            run.log({"step": distiller.step, "split": "exact", **exact_m})
 
         def evaluate_student(final: bool) -> dict[str, float]:
             x = distiller.student_samples(cfg.eval.samples)
@@ -456,8 +471,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             student_m = evaluate_student(final=True)
             run.log({"step": distiller.step, "split": "final-teacher", **teacher_m})
         acc.wait_for_everyone()
-        return RunResult(run.root, distiller.step, time.perf_counter() - started, student_m, teacher_m, checks,
-                         acc.is_main_process)
+        return RunResult(run.root, distiller.step, time.perf_counter() - started, student_m, teacher_m, exact_m,
+                         checks, acc.is_main_process)
     finally:
         if accelerator is None:
             acc.end_training()  # finishes trackers and destroys the process group (gloo aborts at exit otherwise)

@@ -1,35 +1,85 @@
 """Taming the generator weight omega = r h''(r) before it multiplies the DMD gradient.
 
-Three options, composable with clamping of l = log r (``bregzoo.bregman.generator_weight``):
-- ``batch``: divide omega by its mean over the global batch (all processes);
-- ``ema-bins``: divide omega by an EMA of its mean in its time bin, as f-distill does (Xu et al.
-  2025, "One-step diffusion models with f-divergence distribution matching", Sec. 4): the weight's
-  scale varies strongly with the noise level, and a per-bin running mean removes that without
-  letting one batch set the scale;
-- ``none``.
+Everything is computed in log space from l = log r (the estimator's output), in float64, so a weight
+that grows like r or r^2 never overflows before it is normalised. In order:
+
+1. ``clamp``: l is clamped to [-clamp, clamp].
+2. ``warmup``: for the first ``warmup`` generator steps the log-weight is scaled by step/warmup, so the
+   run starts as DMD (omega = 1) while the ratio estimator learns, and reaches the divergence's own
+   weight at the end of the ramp.
+3. ``normalize``:
+   - ``batch``: divide omega by its mean over the global batch (all processes): self-normalised
+     weights. The gradient's direction is the divergence's; only its scale is fixed per step.
+   - ``ema-bins``: divide omega by an EMA of its mean in its time bin, as f-distill does (Xu et al.
+     2025, "One-step diffusion models with f-divergence distribution matching", Sec. 4): the weight's
+     scale varies strongly with the noise level, and a per-bin running mean removes that without
+     letting one batch set the scale;
+   - ``none``.
+4. ``truncate``: a normalised weight is capped at ``truncate`` times the mean: truncated importance
+   sampling (Ionides 2008), which bounds the variance that one sample with a huge ratio can put into
+   the step. With ``batch`` the batch is then renormalised; with ``ema-bins`` the cap is relative to
+   the bin's running mean, which is itself fed truncated weights. Only with ``batch`` or ``ema-bins``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from bregzoo.bregman import generator_weight
+from bregzoo.config import WeightingConfig
 from bregzoo.divergence import Divergence
 from bregzoo.schedules import Schedule
 
 Gather = Callable[[Tensor], Tensor]
 
+# The default for a weight read from the estimated ratio (benchmarks/results/study/, docs/math.md).
+# The estimator is untrained at step 0, so its weights are noise until it has seen the student:
+# without the ramp lsif loses modes within the first 500 steps and never gets them back.
+STABILISED = {"normalize": "ema-bins", "truncate": 5.0, "warmup": 500}
+
+
+def constant_weight(div: Divergence) -> bool:
+    """Whether omega(r) = r h''(r) is the same at every r (probed over l = log r in [-8, 8])."""
+    w = div.log_weight(torch.linspace(-8.0, 8.0, 33, dtype=torch.float64))
+    return bool(torch.isfinite(w).all() and (w - w[0]).abs().max() < 1e-9)
+
+
+def resolve(cfg: WeightingConfig, div: Divergence) -> WeightingConfig:
+    """The weighting a run uses: "auto" and None filled in from the divergence, explicit values kept.
+
+    A constant weight (reverse-KL: DMD) needs nothing. Any other weight comes from the estimated
+    ratio and gets STABILISED: per-time-bin normalisation, truncation at 5x the bin's mean, and a
+    500-step ramp from DMD. The rule reads the weight, never the divergence's name, so a plugin's
+    divergence gets the same treatment.
+    """
+    stable = {} if constant_weight(div) else STABILISED
+    normalize = stable.get("normalize", "none") if cfg.normalize == "auto" else cfg.normalize
+    truncate = cfg.truncate
+    if truncate is None:
+        truncate = stable.get("truncate") if cfg.normalize == "auto" else None
+    if truncate is not None and math.isinf(truncate):
+        truncate = None
+    warmup = stable.get("warmup", 0) if cfg.warmup is None else cfg.warmup
+    return dataclasses.replace(cfg, normalize=normalize, truncate=truncate if normalize != "none" else None,
+                               warmup=warmup)
+
+
+def _log_mean_exp(log_w: Tensor) -> Tensor:
+    return torch.logsumexp(log_w, 0) - math.log(log_w.numel())
+
 
 class WeightNormaliser:
-    """omega from l, clamped and normalised; holds the per-bin EMA state (saved in checkpoints)."""
+    """omega from l: clamped, ramped, normalised and truncated; holds the per-bin EMA state (saved in
+    checkpoints)."""
 
     def __init__(self, div: Divergence, schedule: Schedule, clamp: float | None = None, mode: str = "none",
-                 bins: int = 10, decay: float = 0.9) -> None:
+                 bins: int = 10, decay: float = 0.9, truncate: float | None = None, warmup: int = 0) -> None:
         self.div, self.schedule, self.clamp, self.mode = div, schedule, clamp, mode
-        self.bins, self.decay = bins, decay
+        self.bins, self.decay, self.truncate, self.warmup = bins, decay, truncate, warmup
         self.bin_mean = torch.ones(bins, dtype=torch.float64)
         self.bin_seen = torch.zeros(bins, dtype=torch.bool)
 
@@ -40,18 +90,39 @@ class WeightNormaliser:
         u = (self.schedule.s(t.detach().double().cpu()).log() - lo) / (hi - lo)
         return (u * self.bins).floor().long().clamp(0, self.bins - 1)
 
-    def __call__(self, ell: Tensor, t: Tensor, gather: Gather) -> Tensor:
-        """omega (B,) for log-ratios ``ell`` (B,) at times ``t``; ``gather`` joins all processes."""
-        omega = generator_weight(self.div, ell.float(), clamp=self.clamp).double()
-        if self.mode == "batch":
-            return (omega / gather(omega).mean()).float()
-        if self.mode == "ema-bins":
-            self._update(gather(omega).cpu(), gather(t.double()).cpu())
-            return (omega / self.bin_mean.to(omega.device)[self.bin_of(t).to(omega.device)]).float()
-        return omega.float()
+    def log_weight(self, ell: Tensor, step: int = 0) -> Tensor:
+        """log omega (float64) after clamping and the warm-up ramp, before normalisation."""
+        ell = ell.detach().double()
+        if self.clamp is not None:
+            ell = ell.clamp(-self.clamp, self.clamp)
+        log_w = self.div.log_weight(ell).double()
+        if self.warmup > 0 and step < self.warmup:
+            log_w = log_w * (step / self.warmup)
+        return log_w
 
-    def _update(self, omega: Tensor, t: Tensor) -> None:
+    def __call__(self, ell: Tensor, t: Tensor, gather: Gather, step: int = 0) -> Tensor:
+        """omega (B,) for log-ratios ``ell`` (B,) at times ``t`` at generator step ``step``; ``gather``
+        joins all processes."""
+        log_w = self.log_weight(ell, step)
+        cap = math.inf if self.truncate is None else math.log(self.truncate)
+        if self.mode == "batch":
+            log_w = log_w - _log_mean_exp(gather(log_w))
+            if self.truncate is not None:
+                log_w = log_w.clamp(max=cap)
+                log_w = log_w - _log_mean_exp(gather(log_w))
+        elif self.mode == "ema-bins":
+            # Each bin's scale is its own: one bin's outliers must not shrink the weights of another
+            # noise level, so truncation is relative to the bin's mean and nothing is renormalised
+            # across bins. The EMA is fed the truncated weights, so one outlier cannot set the scale.
+            all_w, all_t = gather(log_w).cpu(), gather(t.double()).cpu()
+            self._update(all_w, all_t, cap)
+            log_w = (log_w - self.bin_mean.to(log_w.device)[self.bin_of(t).to(log_w.device)].log()).clamp(max=cap)
+        return log_w.exp().float()
+
+    def _update(self, log_w: Tensor, t: Tensor, cap: float = math.inf) -> None:
         b = self.bin_of(t)
+        seen_mean = self.bin_mean[b].log()  # truncate against the scale each bin has so far
+        omega = torch.where(self.bin_seen[b], log_w.clamp(max=seen_mean + cap), log_w).exp()
         total = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, b, omega)
         count = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, b, torch.ones_like(omega))
         hit = count > 0
