@@ -209,3 +209,20 @@ def test_high_precision_h2_is_exact_where_float64_is_not(ell, form):
     r = torch.tensor([ell], dtype=torch.float64).exp()
     assert float(ref["err_w"]) < 1e-20
     assert float(ref["d2"] / d2(r)) == pytest.approx(1.0, rel=1e-13, abs=0)
+
+
+@pytest.mark.parametrize("bias", [0.09, 0.03, -0.03])
+def test_the_estimator_training_claim_catches_a_small_bias(bias):
+    from bregzoo.check import check_estimator_claims
+    from bregzoo.estimator import BregmanRatioEstimator
+
+    class Biased(BregmanRatioEstimator):
+        def log_ratio(self, out):
+            return out + bias
+
+    (row,) = check_estimator_claims(Biased(create_divergence("bkl"), name="biased"), quick=True,
+                                    claims="estimator-training")
+    assert not row.passed and row.abs_err == pytest.approx(abs(bias), abs=0.005)
+    (good,) = check_estimator_claims(BregmanRatioEstimator(create_divergence("bkl")), quick=True,
+                                     claims="estimator-training")
+    assert good.passed and good.abs_err < row.abs_err / 10
