@@ -226,3 +226,25 @@ def test_the_estimator_training_claim_catches_a_small_bias(bias):
     (good,) = check_estimator_claims(BregmanRatioEstimator(create_divergence("bkl")), quick=True,
                                      claims="estimator-training")
     assert good.passed and good.abs_err < row.abs_err / 10
+
+
+def test_the_pre_training_check_names_every_failed_claim_and_exits_1_like_check(tmp_path, monkeypatch):
+    from bregzoo.errors import ClaimsFailedError
+    from bregzoo.train.checks import require_passed
+
+    rows = [{"claim": f"claim-{i}", "subject": "x" if i < 3 else "est", "passed": False, "detail": "d" * 500}
+            for i in range(5)] + [{"claim": "fine", "subject": "x", "passed": True}]
+    with pytest.raises(ClaimsFailedError) as info:
+        require_passed(rows, force=False)
+    text = str(info.value)
+    assert text.startswith("5 unification claim(s) failed")
+    assert all(f"claim-{i}" in text for i in range(5)) and "fine" not in text
+    assert len(text) <= 600  # the CLI's one-line limit: nothing is cut off
+    require_passed(rows, force=True)
+
+    import bregzoo.train.loop as loop
+
+    monkeypatch.setattr(loop, "run_claim_checks", lambda div, est: rows)
+    result = CliRunner().invoke(get_app(), ["train", "--steps", "1", "--out", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "claim-4" in result.output and len(result.output.strip().splitlines()) == 1
