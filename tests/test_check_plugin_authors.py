@@ -248,3 +248,30 @@ def test_the_pre_training_check_names_every_failed_claim_and_exits_1_like_check(
     result = CliRunner().invoke(get_app(), ["train", "--steps", "1", "--out", str(tmp_path / "run"), "-q"])
     assert result.exit_code == 1, result.output
     assert "claim-4" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@settings(max_examples=12, deadline=None)
+@given(at=st.floats(-WEIGHT_LOG_RATIO_LIMIT, WEIGHT_LOG_RATIO_LIMIT), factor=st.sampled_from([1.01, 0.99, math.nan]))
+def test_a_weight_wrong_anywhere_in_the_range_fails(at, factor):
+    """A closed form that is off by 1% (or NaN) on any window of width 0.6 in l fails weight-autograd,
+    and the reported worst lies in that window: the quick grid (spacing 0.25) leaves no gap."""
+
+    @dataclass(frozen=True)
+    class Window(Triangular):
+        def log_weight(self, ell):
+            inside = (ell - at).abs() <= 0.3
+            return super().log_weight(ell) + torch.where(inside, math.log(factor) if factor == factor else math.nan, 0.0)
+
+    (row,) = check_divergence_claims(Window(), quick=True, claims="weight-autograd")
+    assert not row.passed
+    worst = float(row.detail.split("worst at l = ")[1].split(":")[0])
+    assert abs(worst - at) <= 0.3 + 0.01
+
+
+def test_jet_comparisons_and_where_select_like_tensors():
+    r = precise.Jet.variable([precise.mpmath.mpf(x) for x in (0.5, 1.0, 2.0)])
+    assert (r == 1).tolist() == [False, True, False] and (r != 1).tolist() == [True, False, True]
+    picked = torch.where(r > 1, r.square(), -r)
+    assert [float(v) for v in picked.v] == [-0.5, -1.0, 4.0] and [float(d) for d in picked.d1] == [-1.0, -1.0, 4.0]
+    with pytest.raises(precise.Unsupported, match="i0"):
+        precise.derivatives(lambda x: torch.special.i0(x), torch.zeros(2, dtype=torch.float64), 128)

@@ -247,6 +247,12 @@ class Jet:
     def __ge__(self, other):
         return self._compare(other, lambda a, b: a >= b)
 
+    def __eq__(self, other):  # type: ignore[override]
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):  # type: ignore[override]
+        return self._compare(other, lambda a, b: a != b)
+
     __hash__ = object.__hash__
 
     # -- elementwise functions -------------------------------------------------------------
