@@ -106,6 +106,14 @@ class _Rules:
         return abs(v), mpmath.mpf(s), mpmath.mpf(0)
 
 
+_NAN = mpmath.mpf("nan")
+
+
+def _real(x: Any) -> Any:
+    """mpmath answers log(-1) or sqrt(-1) with a complex number; a real tensor would give NaN."""
+    return x if isinstance(x, mpmath.mpf) else _NAN
+
+
 class Jet:
     """A 1-D float64-tensor look-alike of jets (value, d/dr, d²/dr²) in mpmath; see the module docstring."""
 
@@ -172,7 +180,7 @@ class Jet:
     def _unary(self, rule: Callable) -> "Jet":
         v, d1, d2 = [], [], []
         for a, b, c in zip(self.v, self.d1, self.d2):
-            g0, g1, g2 = rule(a)
+            g0, g1, g2 = (_real(g) for g in rule(a))
             v.append(g0)
             d1.append(g1 * b)
             d2.append(g2 * b * b + g1 * c)
@@ -373,6 +381,11 @@ def _xlogy(x: Any, y: Any) -> Jet:
     return out
 
 
+def _xlog1py(x: Any, y: Any) -> Jet:
+    x, y = _lifted(x, y)
+    return x * y.log1p()
+
+
 def _softplus(x: Jet, beta: float = 1.0, threshold: float = 20.0) -> Jet:
     # torch returns x itself past threshold/beta; the jet keeps the exact function, which differs by < e^-20
     return x._unary(_Rules.softplus) if beta == 1 else (x * beta)._unary(_Rules.softplus) / beta
@@ -403,7 +416,7 @@ _TORCH.update({
     "negative": _method("neg"), "expit": _method("sigmoid"), "special_expit": _method("sigmoid"),
     "special_expm1": _method("expm1"), "special_log1p": _method("log1p"), "softplus": _softplus,
     "where": _where, "xlogy": _xlogy, "special_xlogy": _xlogy,
-    "xlog1py": lambda x, y: _lifted(x, y)[0] * _lifted(x, y)[1].log1p(), "special_xlog1py": None,
+    "xlog1py": _xlog1py, "special_xlog1py": _xlog1py,
     "ones_like": _constant(1.0), "zeros_like": _constant(0.0), "full_like": _constant(None),
     "maximum": _extreme(lambda p, q: p >= q), "minimum": _extreme(lambda p, q: p <= q),
     "logaddexp": lambda x, y: (lambda a, b: a + _softplus(b - a))(*_lifted(x, y)),
@@ -415,7 +428,6 @@ _TORCH.update({
     "true_divide": _operator(lambda a, b: a / b), "__truediv__": _operator(lambda a, b: a / b),
     "__rtruediv__": _operator(lambda a, b: b / a),
 })
-_TORCH["special_xlog1py"] = _TORCH["xlog1py"]
 
 
 def derivatives(h: Callable[[Any], Any], ell: Tensor, prec: int) -> tuple[list, list, list]:
@@ -440,6 +452,8 @@ def _to_float(x: Any) -> float:
         return float(x)
     except (OverflowError, ValueError):
         return math.inf if x > 0 else -math.inf
+    except TypeError:  # a complex value: NaN, as a real tensor would have it
+        return math.nan
 
 
 def reference(h: Callable[[Any], Any], ell: Tensor) -> dict[str, Tensor]:
@@ -450,8 +464,8 @@ def reference(h: Callable[[Any], Any], ell: Tensor) -> dict[str, Tensor]:
     """
     results = [derivatives(h, ell, p) for p in PRECISIONS]
     out: dict[str, list] = {"d1": [], "d2": [], "log_omega": [], "err_d1": [], "err_w": []}
-    r_values = [mpmath.exp(mpmath.mpf(x)) for x in ell.double().tolist()]
     with mpmath.workprec(PRECISIONS[-1]):
+        r_values = [mpmath.exp(mpmath.mpf(x)) for x in ell.double().tolist()]
         for i, r in enumerate(r_values):
             (_, a1, a2), (_, b1, b2) = ((res[0][i], res[1][i], res[2][i]) for res in results)
             scale = abs(b1) + abs(r * b2)
