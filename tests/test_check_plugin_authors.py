@@ -15,10 +15,9 @@ from torch import Tensor
 from typer.testing import CliRunner
 
 import bregzoo
-from bregzoo import create_divergence
+from bregzoo import create_divergence, create_ratio_estimator
 from bregzoo.bregman import WEIGHT_LOG_RATIO_LIMIT, generator_weight, objective
-from bregzoo.check import check_divergence_claims, run_checks
-from bregzoo.check import precise
+from bregzoo.check import check_divergence_claims, check_estimator_claims, precise, run_checks
 from bregzoo.check.weights import grid
 from bregzoo.testing import check_divergence, register_inline_plugin
 from bregzoo_cli.app import get_app
@@ -122,15 +121,9 @@ def test_a_naive_float32_weight_fails_only_the_float32_claim():
     # and the pre-training check stops on it
     from bregzoo.train.checks import require_passed, run_claim_checks
 
-    rows = run_claim_checks(Naive(), create_ratio_estimator_default())
+    rows = run_claim_checks(Naive(), create_ratio_estimator("classifier"))
     with pytest.raises(bregzoo.BregzooError, match="weight-float32"):
         require_passed(rows, force=False)
-
-
-def create_ratio_estimator_default():
-    from bregzoo import create_ratio_estimator
-
-    return create_ratio_estimator("classifier")
 
 
 def test_the_h_only_fallback_is_blamed_where_h_cancels_and_told_what_to_do():
@@ -213,7 +206,6 @@ def test_high_precision_h2_is_exact_where_float64_is_not(ell, form):
 
 @pytest.mark.parametrize("bias", [0.09, 0.03, -0.03])
 def test_the_estimator_training_claim_catches_a_small_bias(bias):
-    from bregzoo.check import check_estimator_claims
     from bregzoo.estimator import BregmanRatioEstimator
 
     class Biased(BregmanRatioEstimator):
