@@ -182,3 +182,39 @@ def test_train_config_output():
 
     shown = json.loads("{" + block("output", "train-config") + "}")
     assert shown == {"divergence": provenance(RunConfig(divergence="alpha:alpha=0.5"))["divergence"]}
+
+
+def _interval(text: str) -> tuple[float, float]:
+    lo, hi = re.fullmatch(r"\[([−-]?\d+(?:\.\d+)?), ([−-]?\d+(?:\.\d+)?)\]", text).groups()
+    return float(lo.replace("−", "-")), float(hi.replace("−", "-"))
+
+
+def test_the_guide_states_the_ranges_and_tolerances_the_tools_use():
+    """Step 3's ranges and tolerances are the constants of bregzoo.testing and bregzoo check, and the
+    check table shows the range the claims really use."""
+    from bregzoo import testing
+    from bregzoo.bregman import WEIGHT_LOG_RATIO_LIMIT
+    from bregzoo.check import weights
+
+    step3 = DOC.read_text().split("## 3.")[1].split("## 4.")[0]
+    bullets = re.split(r"\n- ", step3)
+
+    def interval_in(start: str) -> str:
+        (bullet,) = [b for b in bullets if b.startswith(start)]
+        (found,) = re.findall(r"`log r ∈ (\[[^\]]+\])`", bullet)
+        return found
+
+    props = interval_in("`dh`, `d2h` and `log_weight` agree")
+    finite = interval_in("`log_weight` is finite")
+    claims = interval_in("then the claims of `bregzoo check`")
+    assert _interval(props) == (float(testing.GRID.min()), float(testing.GRID.max()))
+    assert _interval(finite) == (float(testing.WIDE.min()), float(testing.WIDE.max()))
+    ell = weights.grid(quick=True)
+    assert _interval(claims) == (float(ell.min()), float(ell.max())) == (-WEIGHT_LOG_RATIO_LIMIT, WEIGHT_LOG_RATIO_LIMIT)
+    def sci(x: float) -> str:  # 1e-06 -> "1e-6", as the guide writes it
+        return f"{x:.0e}".replace("e-0", "e-")
+
+    assert f"to {sci(testing.DERIVATIVE_TOL)} on `log r" in step3
+    assert f"to {sci(weights.WEIGHT_TOL)} in\n  float64 and {sci(weights.FLOAT32_TOL)} in float32" in step3
+    shown = {line.split("│")[3].strip() for line in block("output", "check").splitlines() if "weight-" in line}
+    assert shown and all(q.endswith(weights.RANGE) for q in shown), shown

@@ -67,6 +67,9 @@ def test_train_resume_and_sample(tmp_path) -> None:
     out = tmp_path / "run"
     result = invoke("train", *TINY, "--out", out)
     assert result.exit_code == 0, result.output
+    # -q: no progress bar and no metrics table, one summary line naming the run directory
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("trained 2 steps in ") and str(out) in line and "metric" not in result.output
     assert (out / "samples.png").is_file() and (out / "generator.safetensors").is_file()
     bad = invoke("train", "--resume", out, "--divergence", "lsif")
     assert bad.exit_code == 2 and "cannot change divergence when resuming" in bad.output

@@ -15,7 +15,7 @@ _DEBUG = {"on": False}
 
 
 class _OneLineErrors(TyperGroup):
-    """Turn user errors into one line on stderr and exit code 2; ``--debug`` shows the traceback."""
+    """Turn user errors into one line on stderr and exit code 2 (1 for a failed claim); ``--debug`` shows the traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -24,7 +24,7 @@ class _OneLineErrors(TyperGroup):
             if _DEBUG["on"]:
                 raise
             typer.echo(f"error: {_one_line(exc)}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(getattr(exc, "exit_code", 2)) from None
 
 
 def _one_line(exc: Exception) -> str:

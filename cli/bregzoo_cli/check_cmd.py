@@ -36,7 +36,7 @@ def check(
         "--dictionary", help="Print the unification dictionary (markdown table of the named rows) and exit."
     )] = False,
 ) -> None:
-    """Check every unification claim numerically (docs/unification.md); exit 1 if any fails.
+    """Check every unification claim numerically (docs/unification.md); exit 1 if any fails, 2 on a usage error.
 
     Divergence claims run for every registered divergence, third-party plugins included.
     """

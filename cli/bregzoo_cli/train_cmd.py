@@ -69,7 +69,7 @@ def train(
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quick unification checks before training.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Train even if a unification check fails.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an --out directory that is not a bregzoo run (only a run's own files are replaced).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no metrics table: one summary line at the end (the metrics are in the run directory's metrics.jsonl).")] = False,
 ) -> None:
     """Distill a teacher into a one-step generator by Bregman density-ratio matching (Di-Bregman).
 
@@ -98,7 +98,7 @@ def train(
         result = run_training(cfg, resume=resume is not None, overwrite=overwrite, check=not no_check,
                               force=force, progress=progress.update)
     if result.main_process:
-        _report(result)
+        _report(result, quiet)
 
 
 class _Progress:
@@ -131,12 +131,16 @@ class _Progress:
             self.bar.__exit__(*exc)
 
 
-def _report(result: Any) -> None:
+def _report(result: Any, quiet: bool = False) -> None:
+    passed = sum(bool(c.get("passed")) for c in result.checks)
+    if quiet:
+        checks = f"; {passed}/{len(result.checks)} claims passed" if result.checks else ""
+        typer.echo(f"trained {result.steps} steps in {result.seconds:.0f} s -> {result.run_dir}{checks}")
+        return
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    passed = sum(bool(c.get("passed")) for c in result.checks)
     if result.checks:
         console.print(f"checks: {passed}/{len(result.checks)} unification claims passed (recorded in config.json)")
     table = Table(title=f"{result.steps} steps in {result.seconds:.0f} s  ->  {result.run_dir}")

@@ -215,7 +215,7 @@ class Neyman(Divergence):
     weight_formula = "2/r^2"
 
     def h(self, r: Tensor) -> Tensor:
-        return (r - 1).square() / r
+        return (r - 1) * ((r - 1) / r)  # divide before squaring: (r - 1)^2 overflows float32 from r = e^44
 
     def dh(self, r: Tensor) -> Tensor:
         return 1 - r.reciprocal().square()

@@ -16,6 +16,11 @@ from bregzoo.divergence import Divergence
 # Estimator log-ratios beyond this are clamped in value, with the gradient passed straight through:
 # a ratio past e^20 carries no information, and h(e^50) overflows float32 for the growing generators.
 LOG_RATIO_LIMIT = 20.0
+# Every l that reaches a divergence's log_weight is value-clamped to [-WEIGHT_LOG_RATIO_LIMIT,
+# WEIGHT_LOG_RATIO_LIMIT] (inside any tighter weighting.clamp), and `bregzoo check` compares every
+# weight with its reference on exactly this range, in float64 and float32: nothing unchecked reaches
+# the loss. It is wide enough to change no realistic run (omega = r is then e^50, far into float32).
+WEIGHT_LOG_RATIO_LIMIT = 50.0
 
 
 def bregman_divergence(div: Divergence, r: Tensor, r0: Tensor) -> Tensor:
@@ -37,10 +42,12 @@ def soft_clamp(ell: Tensor, limit: float) -> Tensor:
 def generator_weight(
     div: Divergence, ell: Tensor, clamp: float | None = None, normalize: bool = False
 ) -> Tensor:
-    """omega = exp(log_weight(ell)), with optional clamping of ell and batch-mean normalisation."""
-    ell = ell.detach()
-    if clamp is not None:
-        ell = ell.clamp(-clamp, clamp)
+    """omega = exp(log_weight(ell)), with optional clamping of ell and batch-mean normalisation.
+
+    ``ell`` is always clamped to +-WEIGHT_LOG_RATIO_LIMIT, the range ``bregzoo check`` verifies.
+    """
+    limit = WEIGHT_LOG_RATIO_LIMIT if clamp is None else min(clamp, WEIGHT_LOG_RATIO_LIMIT)
+    ell = ell.detach().clamp(-limit, limit)
     log_w = div.log_weight(ell)
     if normalize:  # divide by the batch mean in log space, so huge weights never overflow first
         log_w = log_w - (torch.logsumexp(log_w.flatten(), 0) - math.log(log_w.numel()))

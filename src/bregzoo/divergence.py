@@ -45,9 +45,11 @@ class Divergence:
     """
 
     name: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-    h_formula: ClassVar[str] = ""
-    weight_formula: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # the "known as" column of `bregzoo divergences`
+    h_formula: ClassVar[str] = ""  # the "h(r)" column, e.g. "(r - 1)^2 / (r + 1)"
+    weight_formula: ClassVar[str] = ""  # the "omega(r) = r h''(r)" column, e.g. "8r/(r + 1)^3"
+    # What D_h(q||p) equals, as text (e.g. "∫(q−p)²/(q+p)"); with ``named_integrand`` it is checked.
+    named_divergence: ClassVar[str] = ""
 
     def h(self, r: Tensor) -> Tensor:
         """The generator h(r), elementwise."""
@@ -65,6 +67,14 @@ class Divergence:
         """log omega = log(r h''(r)) at r = exp(ell). Falls back to autograd in float64."""
         r = ell.detach().double().exp()
         return torch.log(r * self.d2h(r)).to(ell.dtype)
+
+    def named_integrand(self, log_q: Tensor, log_p: Tensor) -> Tensor | None:
+        """Optional: the integrand of the textbook divergence that D_h(q||p) equals, from the log-densities.
+
+        ``bregzoo check`` integrates it on its test problems and compares it with D_h (claims
+        ``named-divergence`` and ``named-gradient``). None (the default) states nothing.
+        """
+        return None
 
     # -- bookkeeping -------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from bregzoo.divergence import Divergence
 from bregzoo.estimator import BregmanRatioEstimator, RatioEstimator
 
 LOSS_TOL = 1e-10
-MAE_TOL = 0.1
+MAE_TOL = 0.02  # built-in estimators reach <= 4e-4 here; BR_h with tail-heavy h (kl, jeffreys) ~1e-2
 _P = GaussMix.make([0.0], [1.0])
 _Q_MEAN, _Q_STD = 0.5, 0.8
 _Q = GaussMix.make([_Q_MEAN], [_Q_STD])
@@ -93,12 +93,22 @@ def bregman_estimator_claim(est: RatioEstimator, quick: bool) -> list[ClaimResul
                          detail=f"h = {est.h.spec()}")]
 
 
+def _quantiles(n: int) -> Tensor:
+    """The n quantiles of N(0, 1) at (i - 1/2)/n, as a column: a sample without sampling noise.
+
+    The mean over them is the midpoint rule in probability space, so a loss's sample mean matches
+    its expectation to ~1/n instead of ~1/sqrt(n), and a correct estimator fits to ~1e-3 or better:
+    a bias of a few hundredths is then a real error, not bad luck.
+    """
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    return (math.sqrt(2.0) * torch.special.erfinv(2 * u - 1))[:, None]
+
+
 def training_claim(est: RatioEstimator, quick: bool) -> list[ClaimResult]:
     """estimator-training: fitting l(x) = a x^2 + b x + c with the loss recovers log(q/p)."""
-    gen = torch.Generator().manual_seed(1)
     n = 4000 if quick else 20000
-    x_ref = torch.randn(n, 1, generator=gen, dtype=torch.float64)
-    x_stu = _Q_MEAN + _Q_STD * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    x_ref = _quantiles(n)
+    x_stu = _Q_MEAN + _Q_STD * _quantiles(n)
     coef = torch.zeros(3, dtype=torch.float64, requires_grad=True)
 
     def model(x: Tensor) -> Tensor:

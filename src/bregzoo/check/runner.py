@@ -36,10 +36,12 @@ class Claim:
 
 
 DIVERGENCE_CLAIMS: tuple[Claim, ...] = (
-    Claim(("weight-autograd",), "closed-form log w(l) equals log(r h''(r)) by autograd of h, l in [-20, 20]",
+    Claim(("weight-autograd",), f"log w(l) equals log(r h''(r)), h'' by high-precision autograd of h, {weights.RANGE}",
           "log w vs autograd", weights.WEIGHT_TOL, weights.weight_claim),
-    Claim(("derivs-autograd",), "h' and h'' equal autograd of h", "h', h'' vs autograd",
-          weights.WEIGHT_TOL, weights.derivatives_claim),
+    Claim(("weight-float32",), f"log w(l) called in float32, as training does, is within 1e-4 of it, {weights.RANGE}",
+          "log w in float32", weights.FLOAT32_TOL, weights.weight_float32_claim),
+    Claim(("derivs-autograd",), f"h' and h'' equal high-precision autograd of h, {weights.RANGE}",
+          "h', h'' vs autograd", weights.WEIGHT_TOL, weights.derivatives_claim),
     Claim(("objective-fdiv",), "E_p[B_h(r,1)] = E_p[h(r)] - h(1) = D_f(q||p) by 1-D quadrature",
           "D_h vs D_f", objective.OBJECTIVE_TOL, objective.objective_claim),
     Claim(("gradient-1d",), "Di-Bregman gradient = autograd gradient of D_h, 1-D student under VP and EDM",

@@ -1,6 +1,8 @@
 """Claim 4: the named special cases of the dictionary, each checked against its own definition.
 
-These claims run only for divergences whose name has a row in ``dictionary``; partners of a pair
+These claims run only for divergences whose name has a row in ``dictionary``, except that
+named-divergence and named-gradient also run for a plugin that states its divergence through
+``Divergence.named_integrand``; partners of a pair
 (ukl for reverse-kl, ...) are looked up in the registry and the claim is skipped if one is missing.
 """
 
@@ -12,16 +14,16 @@ from typing import Callable
 import torch
 
 from bregzoo.check.cases import density_cases, diffused_cases
-from bregzoo.check.dictionary import AFFINE_PAIRS, DMD, ENTRIES, FDISTILL
+from bregzoo.check.dictionary import AFFINE_PAIRS, DMD, ENTRIES, FDISTILL, Entry
 from bregzoo.check.gradient import GRADIENT_TOL, autograd_gradient, dibregman_gradient
 from bregzoo.check.objective import OBJECTIVE_TOL, objective_quadrature
 from bregzoo.check.result import ClaimResult, Worst
-from bregzoo.check.weights import autograd_derivatives
+from bregzoo.check.weights import RANGE, autograd_derivatives, grid
 from bregzoo.divergence import Divergence
 
 EXACT_TOL = 1e-9
 WEIGHT_TOL = 1e-6
-_ELL = torch.linspace(-20, 20, 401, dtype=torch.float64)
+_ELL = grid(quick=True)
 
 
 def _registered(name: str) -> Divergence | None:
@@ -31,9 +33,24 @@ def _registered(name: str) -> Divergence | None:
     return create_divergence(name) if name in list_divergences(name) else None
 
 
+def _entry(div: Divergence) -> Entry | None:
+    """The dictionary row for ``div``'s name, else the divergence the plugin itself states, else None."""
+    entry = ENTRIES.get(div.name)
+    if entry is not None or type(div).named_integrand is Divergence.named_integrand:
+        return entry
+
+    def direct(d: Divergence, lq: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+        out = d.named_integrand(lq, lp)
+        if out is None:
+            raise ValueError("named_integrand returned None although the class overrides it")
+        return out
+
+    return Entry(div.named_divergence or "the plugin's named_integrand", "—", "—", direct)
+
+
 def named_divergence_claim(div: Divergence, quick: bool) -> list[ClaimResult]:
     """named-divergence: D_h equals the textbook divergence of its dictionary row (and its closed form)."""
-    entry = ENTRIES.get(div.name)
+    entry = _entry(div)
     if entry is None:
         return []
     worst = Worst()
@@ -48,7 +65,7 @@ def named_divergence_claim(div: Divergence, quick: bool) -> list[ClaimResult]:
 
 def named_gradient_claim(div: Divergence, quick: bool) -> list[ClaimResult]:
     """named-gradient: the Di-Bregman gradient equals autograd of the textbook divergence itself."""
-    entry = ENTRIES.get(div.name)
+    entry = _entry(div)
     if entry is None:
         return []
 
@@ -69,7 +86,7 @@ def dmd_claim(div: Divergence, quick: bool) -> list[ClaimResult]:
     if div.name not in DMD:
         return []
     worst = Worst()
-    worst.add(div.log_weight(_ELL.clone()).double().exp(), torch.ones_like(_ELL), "w(l), l∈[-20,20]", pointwise=True)
+    worst.add(div.log_weight(_ELL.clone()).double().exp(), torch.ones_like(_ELL), f"w(l), {RANGE}", pointwise=True)
     for dim in (1, 2):
         for case in diffused_cases(dim, quick):
             worst.add(dibregman_gradient(div, case), case.push_forward(case.score_gap), case.name)

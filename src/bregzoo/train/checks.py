@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from bregzoo.divergence import Divergence
-from bregzoo.errors import BregzooError
+from bregzoo.errors import ClaimsFailedError
 from bregzoo.estimator import RatioEstimator
 
 
@@ -26,12 +26,23 @@ def _plain(row: Any) -> dict[str, Any]:
 
 
 def require_passed(rows: list[dict[str, Any]], force: bool) -> None:
-    """Stop on a failed claim unless ``force``: training on a broken weight would waste the run."""
+    """Stop on a failed claim unless ``force``: training on a broken weight would waste the run.
+
+    The message names every failed claim (and its subject) and the first one's detail, on one line;
+    ``ClaimsFailedError`` exits with code 1, as ``bregzoo check`` does for the same failures.
+    """
     failed = [r for r in rows if not r.get("passed")]
-    if failed and not force:
-        names = "; ".join(f"{r.get('claim')} for {r.get('subject')!r} ({r.get('detail') or r.get('quantity')})"
-                          for r in failed[:3])
-        raise BregzooError(
-            f"{len(failed)} unification claim(s) failed before training: {names}. "
-            "Run 'bregzoo check' for details; pass --force to train anyway, or --no-check to skip the checks"
-        )
+    if not failed or force:
+        return
+    by_subject: dict[str, list[str]] = {}
+    for r in failed:
+        by_subject.setdefault(str(r.get("subject")), []).append(str(r.get("claim")))
+    names = "; ".join(f"{', '.join(claims)} for {subject!r}" for subject, claims in by_subject.items())
+    first = failed[0]
+    detail = " ".join(str(first.get("detail") or first.get("quantity")).split())
+    detail = detail if len(detail) <= 240 else detail[:237] + "..."
+    spec = next(iter(by_subject))
+    raise ClaimsFailedError(
+        f"{len(failed)} unification claim(s) failed before training: {names}. First, {first.get('claim')}: {detail}. "
+        f"Run 'bregzoo check -d {spec}' for the table; pass --force to train anyway, or --no-check to skip the checks"
+    )

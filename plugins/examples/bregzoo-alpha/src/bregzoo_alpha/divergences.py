@@ -43,6 +43,7 @@ class AlphaDivergence(Divergence):
     summary = "Amari alpha-divergence; alpha = 1 is KL(q||p), -1 is KL(p||q), 0 is 2x hellinger"
     h_formula = "4/(1-a^2) ((1-a)/2 + (1+a)/2 r - r^((1+a)/2))"
     weight_formula = "r^((a-1)/2)"
+    named_divergence = "Amari D_α[p : q]"
 
     def __post_init__(self) -> None:
         ok = isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool)
@@ -75,6 +76,15 @@ class AlphaDivergence(Divergence):
     def log_weight(self, ell: Tensor) -> Tensor:
         a = (self.alpha - 1) / 2
         return torch.zeros_like(ell) if a == 0 else a * ell
+
+    def named_integrand(self, log_q: Tensor, log_p: Tensor) -> Tensor:
+        """Amari's integrand from the densities themselves, so `bregzoo check` verifies D_h = D_alpha."""
+        b = (1 + self.alpha) / 2
+        if b in (0, 1):  # the limits: x log(x/y) - x + y with x = q (alpha = 1) or x = p (alpha = -1)
+            lx, ly = (log_q, log_p) if b == 1 else (log_p, log_q)
+            return lx.exp() * (lx - ly) - lx.exp() + ly.exp()
+        mixed = ((1 - b) * log_p + b * log_q).exp()  # p^(1-b) q^b
+        return ((1 - b) * log_p.exp() + b * log_q.exp() - mixed) / (b * (1 - b))
 
 
 def _pow_minus_one(r: Tensor, c: float) -> Tensor:
