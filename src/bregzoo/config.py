@@ -91,7 +91,7 @@ class WeightingConfig:
     # "auto", and None for truncate and warmup, mean the divergence's default (bregzoo.train.weighting
     # .resolve, docs/math.md): a weight read from the estimated ratio is per-bin normalised, truncated
     # and ramped in; a constant weight (reverse-KL) is left alone. The resolved values are in config.json.
-    clamp: Optional[float] = None  # clamp l = log r to [-clamp, clamp]
+    clamp: Optional[float] = None  # clamp l = log r to [-clamp, clamp]; l is always within +-50 (what check verifies)
     normalize: str = "auto"  # "auto" | "none" | "batch" (divide by the batch mean) | "ema-bins" (f-distill)
     bins: int = 10  # time bins for "ema-bins"
     bin_decay: float = 0.9  # EMA decay of each bin's mean weight

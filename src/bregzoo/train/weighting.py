@@ -3,7 +3,7 @@
 Everything is computed in log space from l = log r (the estimator's output), in float64, so a weight
 that grows like r or r^2 never overflows before it is normalised. In order:
 
-1. ``clamp``: l is clamped to [-clamp, clamp].
+1. ``clamp``: l is clamped to [-clamp, clamp], and always to the +-50 that ``bregzoo check`` verifies.
 2. ``warmup``: for the first ``warmup`` generator steps the log-weight is scaled by step/warmup, so the
    run starts as DMD (omega = 1) while the ratio estimator learns, and reaches the divergence's own
    weight at the end of the ramp.
@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from bregzoo.bregman import WEIGHT_LOG_RATIO_LIMIT
 from bregzoo.config import WeightingConfig
 from bregzoo.divergence import Divergence
 from bregzoo.schedules import Schedule
@@ -92,9 +93,9 @@ class WeightNormaliser:
 
     def log_weight(self, ell: Tensor, step: int = 0) -> Tensor:
         """log omega (float64) after clamping and the warm-up ramp, before normalisation."""
-        ell = ell.detach().double()
-        if self.clamp is not None:
-            ell = ell.clamp(-self.clamp, self.clamp)
+        # Always inside the range `bregzoo check` verifies every log_weight on (and a tighter clamp).
+        limit = WEIGHT_LOG_RATIO_LIMIT if self.clamp is None else min(self.clamp, WEIGHT_LOG_RATIO_LIMIT)
+        ell = ell.detach().double().clamp(-limit, limit)
         log_w = self.div.log_weight(ell).double()
         if self.warmup > 0 and step < self.warmup:
             log_w = log_w * (step / self.warmup)
