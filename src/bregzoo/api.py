@@ -25,6 +25,14 @@ def create_component(kind: str, name: str, **params: Any) -> Any:
     return _registry(kind).create(name, **params)
 
 
+def check_component(kind: str, name: str, **params: Any) -> None:
+    """Check what ``create_component`` would before building: the name and the parameters' names.
+
+    For components that are costly to build (networks, datasets, teachers), e.g. in ``train --dry-run``.
+    """
+    _registry(kind).check(name, **params)
+
+
 def _pair(kind: str) -> tuple[Callable[..., list[str]], Callable[..., Any]]:
     def lister(pattern: str = "*") -> list[str]:
         return list_components(kind, pattern)

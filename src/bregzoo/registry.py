@@ -59,7 +59,9 @@ def _parse_value(text: str) -> Any:
         return None
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    # literal_eval also raises TypeError ("{[1]: 2}": unhashable key) and MemoryError or RecursionError
+    # on deeply nested input; none of these is a literal, so the text stays a string.
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
 
 
@@ -152,8 +154,9 @@ class Registry:
                 f"Is the plugin that provides it installed? (bregzoo plugins lists them)"
             ) from None
 
-    def create(self, name_or_spec: str, **params: Any) -> Any:
-        """Build a component from a name plus keyword parameters, or from ``'name:key=value'``."""
+    def check(self, name_or_spec: str, **params: Any) -> tuple[Spec, dict[str, Any]]:
+        """Everything ``create`` checks before it calls the factory: the spec's syntax, the name, and
+        the parameters' names. Returns the spec and the merged parameters; builds nothing."""
         name, parsed = parse_spec(name_or_spec)
         both = sorted(set(parsed) & set(params))
         if both:
@@ -164,13 +167,18 @@ class Registry:
         parsed.update(params)
         spec = self.get(name)
         _check_params(self.kind, spec, parsed)
+        return spec, parsed
+
+    def create(self, name_or_spec: str, **params: Any) -> Any:
+        """Build a component from a name plus keyword parameters, or from ``'name:key=value'``."""
+        spec, parsed = self.check(name_or_spec, **params)
         try:
             return spec.factory(**parsed)
         except BregzooError:
             raise
         except Exception as exc:  # a plugin's bug, not the user's input
             raise PluginError(
-                f"{self.kind} {name!r} from {spec.provider} failed to build: "
+                f"{self.kind} {spec.name!r} from {spec.provider} failed to build: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
