@@ -65,7 +65,7 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its latest checkpoint.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="A .toml or .json config (a run's config.json works too).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, dotted: --set optim.lr_generator=1e-3 (repeatable).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON and stop.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every component name and parameter, print the resolved config as JSON and stop.")] = False,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quick unification checks before training.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Train even if a unification check fails.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an --out directory that is not a bregzoo run (only a run's own files are replaced).")] = False,
@@ -90,7 +90,10 @@ def train(
     cfg = resolve_config(config, resume, overrides)
     if cfg.out is None:
         cfg = cfg.replace(out=default_out(cfg))
-    if dry_run:
+    if dry_run:  # resolve every component as a run would (no networks, no data): no misspelt name or parameter slips by
+        from bregzoo.train.build import resolve
+
+        resolve(cfg)
         typer.echo(cfg.to_json(), nl=False)
         return
 

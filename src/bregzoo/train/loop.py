@@ -30,7 +30,7 @@ from bregzoo.train.build import Parts, build, generate
 from bregzoo.train.checks import require_passed, run_claim_checks
 from bregzoo.train.ema import EMA
 from bregzoo.errors import BregzooError, NonFiniteError
-from bregzoo.train.evaluate import check_metrics, evaluate
+from bregzoo.train.evaluate import evaluate
 from bregzoo.train.export import save_student
 from bregzoo.train.plots import save_samples_png
 from bregzoo.train.weighting import WeightNormaliser
@@ -367,8 +367,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(root), logging_dir=str(root)))
     try:
-        parts = build(cfg)
-        check_metrics(*cfg.eval.metrics, *cfg.eval.final_metrics)
+        parts = build(cfg)  # resolves every spec first, metrics included (train --dry-run does the same)
         checks = run_claim_checks(parts.divergence, parts.estimator) if check else []
         require_passed(checks, force)
         if resume:
