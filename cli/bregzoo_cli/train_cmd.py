@@ -21,8 +21,25 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
         if not eq or not key.strip():
             raise BregzooError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr_generator=1e-3")
         v = _parse_value(value.strip())
+        if _field_type(key.strip()) is str and not isinstance(v, str):
+            v = value.strip()  # a str key takes the text as written: 'none' is weighting.normalize's value, not null
         out[key.strip()] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _field_type(key: str) -> Any:
+    """The annotation of the config field at a dotted key, or None when there is no such field."""
+    import dataclasses
+    import typing
+
+    from bregzoo.config import RunConfig
+
+    tp: Any = RunConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = typing.get_type_hints(tp).get(part)
+    return tp
 
 
 def resolve_config(config: Optional[Path], resume: Optional[Path], overrides: dict[str, Any]):
