@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import typing
 from typing import Annotated
 
 import click
@@ -11,20 +12,49 @@ from typer.core import TyperGroup
 
 from bregzoo.errors import BregzooError
 
+try:  # newer typer raises the errors of its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # older typer: click's; NoArgsIsHelpError (the help for no arguments) is click >= 8.2
+    from click.exceptions import UsageError
+
+    NoArgsIsHelpError = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
 _DEBUG = {"on": False}
 
 
 class _OneLineErrors(TyperGroup):
-    """Turn user errors into one line on stderr and exit code 2; ``--debug`` shows the traceback."""
+    """Turn user errors into one line on stderr and exit code 2; ``--debug`` shows the traceback.
+
+    Usage errors (a bad option value, an unknown option or command) are one line too, instead of
+    typer's boxed usage text; ``--help`` and the help shown for no arguments are unchanged.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:  # the group's own options (bregzoo --bogus); a command's options are parsed in invoke
+            return super().parse_args(ctx, args)
+        except UsageError as exc:
+            _usage_error(exc, ctx)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            _usage_error(exc, ctx)
         except (BregzooError, OSError) as exc:
             if _DEBUG["on"]:
                 raise
             typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2) from None
+
+
+def _usage_error(exc: UsageError, ctx: click.Context) -> typing.NoReturn:
+    """Print a usage error as one line naming the --help to read, and exit 2 (click's code for it)."""
+    if isinstance(exc, NoArgsIsHelpError) or _DEBUG["on"]:
+        raise exc
+    where = (exc.ctx or ctx).command_path
+    text = " ".join(exc.format_message().split()).rstrip(".")  # "Invalid value for '--steps': ..."
+    typer.echo(f"error: {text}; see '{where} --help'", err=True)
+    raise typer.Exit(2) from None
 
 
 def _one_line(exc: Exception) -> str:
