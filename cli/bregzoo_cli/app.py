@@ -60,8 +60,10 @@ def _usage_error(exc: UsageError, ctx: click.Context) -> typing.NoReturn:
 def _one_line(exc: Exception) -> str:
     """The message on one line (a multi-line message from a library would look like a traceback)."""
     if isinstance(exc, OSError) and not isinstance(exc, BregzooError) and exc.filename is not None:
-        return f"cannot use '{exc.filename}': {exc.strerror}; check the path and its permissions, or choose another"
-    text = " ".join(str(exc).split())
+        text = f"cannot use '{exc.filename}': {exc.strerror}; check the path and its permissions, or choose another"
+    else:
+        text = str(exc)
+    text = " ".join(text.split())  # also a path's own line breaks (\n, \x1e, \u2028, ...): str.split takes them all
     return text if len(text) <= 600 else text[:597] + "..."
 
 
@@ -120,5 +122,5 @@ def main() -> None:
     except BregzooError as exc:  # raised while loading plugins, before any command runs
         if _DEBUG["on"]:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
