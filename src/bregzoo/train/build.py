@@ -66,8 +66,8 @@ def resolve(cfg: RunConfig) -> None:
 
     The schedule, divergence, estimator and metrics are built (they are small objects, and building
     them checks their parameters' values); the task, teacher and backbone are checked by name and
-    parameter names, with the keywords that ``build`` passes them. ``train --dry-run`` calls this, and
-    so does ``build``, so the two refuse the same specs with the same message.
+    parameter names, with the keywords that ``build`` passes them. ``train --dry-run`` and ``train``
+    both call this first, so the two refuse the same specs with the same message.
     """
     check_component("dataset", cfg.task)
     build_schedule(cfg.schedule)
@@ -80,7 +80,6 @@ def resolve(cfg: RunConfig) -> None:
 
 def build(cfg: RunConfig, init_seed: int | None = None) -> Parts:
     """Build the task, teacher, divergence, estimator and the three networks (seeded init)."""
-    resolve(cfg)
     dataset = create_dataset(cfg.task)
     schedule = build_schedule(cfg.schedule)
     # The teacher gets its own copy of a module-like task: moving the teacher to a device must not

@@ -26,7 +26,7 @@ from bregzoo.config import RunConfig
 from bregzoo.networks import diffuse
 from bregzoo.teacher import per_sample, sample_ode
 from bregzoo.train import rundir
-from bregzoo.train.build import Parts, build, generate
+from bregzoo.train.build import Parts, build, generate, resolve
 from bregzoo.train.checks import require_passed, run_claim_checks
 from bregzoo.train.ema import EMA
 from bregzoo.errors import BregzooError, NonFiniteError
@@ -367,7 +367,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(root), logging_dir=str(root)))
     try:
-        parts = build(cfg)  # resolves every spec first, metrics included (train --dry-run does the same)
+        resolve(cfg)  # every spec, metrics included, exactly as train --dry-run checks them
+        parts = build(cfg)
         checks = run_claim_checks(parts.divergence, parts.estimator) if check else []
         require_passed(checks, force)
         if resume:
