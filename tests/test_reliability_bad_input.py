@@ -123,6 +123,8 @@ CASES = [
     ("parameter-of-parameterless-divergence", None, ["train", "--divergence", "kl:alpha=1"], ["'kl'", "'alpha'"]),
     ("unknown-task-far-from-any", None, ["train", "--task", "nosuch"], ["'nosuch'", "Known:", "gmm8"]),
     ("unknown-backbone-parameter", None, ["train", "--backbone", "mlp:bogus=1"], ["'bogus'", "width"]),
+    ("backbone-parameter-of-the-wrong-type", None, ["train", "--backbone", "mlp:width=abc"],
+     ["'mlp'", "width must be int", "'abc'"]),
     ("unknown-teacher-parameter", None, ["train", "--teacher", "analytic-gmm:x=1"], ["'analytic-gmm'", "'x'"]),
     ("unknown-estimator-h", None, ["train", "--estimator", "bregman:h=nosuch"], ["'nosuch'", "divergence"]),
     ("unknown-schedule-parameter", None, ["train", "--schedule", "edm:foo=1"], ["'edm'", "'foo'", "t_max"]),
