@@ -117,8 +117,8 @@ CASES = [
     ("bench-missing-suite", None, ["bench", "--suite", "nope.toml"], ["nope.toml", "does not exist"]),
     # What a new user still got past, or got a traceback or typer's box for:
     ("binary-config", lambda d, r: (d / "prog").write_bytes(ELF), ["train", "--config", "prog"], ["prog", "not UTF-8"]),
-    ("deeply-nested-json-config", lambda d, r: (d / "c.json").write_text("[" * 100_000), ["train", "--config", "c.json"],
-     ["c.json", "nests too deeply"]),
+    ("deeply-nested-json-config", lambda d, r: (d / "c.json").write_text("[" * 100_000),
+     ["train", "--config", "c.json"], ["c.json", "nests too deeply"]),
     ("unknown-divergence-parameter", None, ["train", "--divergence", "power:beta=2"], ["'power'", "'beta'", "alpha"]),
     ("parameter-of-parameterless-divergence", None, ["train", "--divergence", "kl:alpha=1"], ["'kl'", "'alpha'"]),
     ("unknown-task-far-from-any", None, ["train", "--task", "nosuch"], ["'nosuch'", "Known:", "gmm8"]),

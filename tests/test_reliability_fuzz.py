@@ -63,7 +63,8 @@ PARAMS = _param_names()
 
 
 def _dotted(d: dict, prefix: str = "") -> list[str]:
-    return [k for key, v in d.items() for k in (_dotted(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key])]
+    return [k for key, v in d.items()
+            for k in (_dotted(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key])]
 
 
 KEYS = _dotted(RunConfig().to_dict())  # train.steps, weighting.normalize, divergence, ...

@@ -170,5 +170,6 @@ def test_no_path_expanduser_which_raises_for_an_unknown_user():
     """``Path('~typo/x').expanduser()`` raises RuntimeError (a traceback for a mistyped path); the tree uses
     ``os.path.expanduser``, which leaves such a path as it is, so it reads as 'does not exist'."""
     hits = [f"{p.relative_to(ROOT).as_posix()}:{c.lineno}" for p in _python_files() for c in _calls(p)
-            if isinstance(c.func, ast.Attribute) and c.func.attr == "expanduser" and _name(c.func) != "os.path.expanduser"]
+            if isinstance(c.func, ast.Attribute) and c.func.attr == "expanduser"
+            and _name(c.func) != "os.path.expanduser"]
     assert not hits, hits

@@ -26,7 +26,8 @@ def create_component(kind: str, name: str, **params: Any) -> Any:
 
 
 def check_component(kind: str, name: str, **params: Any) -> None:
-    """Check what ``create_component`` would before building: the name and the parameters' names.
+    """Check what ``create_component`` would, without building: the name, the parameters' names and
+    (where the factory annotates them int, float, bool or str) the values' types.
 
     For components that are costly to build (networks, datasets, teachers), e.g. in ``train --dry-run``.
     """
