@@ -44,10 +44,13 @@ def test_default_dry_run_names_its_run_directory() -> None:
 
 def test_set_takes_a_str_value_as_written_and_none_as_null_only_where_null_is_allowed() -> None:
     result = invoke("train", "--dry-run", "--set", "weighting.normalize=none", "--set", "weighting.clamp=none",
-                    "--set", "eval.teacher_sampler='euler'")
+                    "--set", "eval.teacher_sampler='euler'", "--set", "out=123")
     assert result.exit_code == 0, result.output
     cfg = RunConfig.from_dict(json.loads(result.stdout))
-    assert (cfg.weighting.normalize, cfg.weighting.clamp, cfg.eval.teacher_sampler) == ("none", None, "euler")
+    assert (cfg.weighting.normalize, cfg.weighting.clamp, cfg.eval.teacher_sampler, cfg.out) == (
+        "none", None, "euler", "123")
+    unset = invoke("train", "--dry-run", "--set", "out=none")  # Optional[str]: none is None, the default name
+    assert unset.exit_code == 0 and RunConfig.from_dict(json.loads(unset.stdout)).out == "runs/gmm8-reverse-kl-s0"
     bad = invoke("train", "--dry-run", "--set", "weighting.normalize=true")  # checked as the text 'true'
     assert bad.exit_code == 2 and "got 'true'" in bad.stderr
 

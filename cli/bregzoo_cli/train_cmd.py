@@ -21,8 +21,11 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
         if not eq or not key.strip():
             raise BregzooError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr_generator=1e-3")
         v = _parse_value(value.strip())
-        if _field_type(key.strip()) is str and not isinstance(v, str):
-            v = value.strip()  # a str key takes the text as written: 'none' is weighting.normalize's value, not null
+        tp = _field_type(key.strip())
+        # A str key takes the text as written ('none' is weighting.normalize's value, not null; --set out=123
+        # is a folder); an Optional[str] one still reads none/null as None.
+        if (tp is str or tp == Optional[str]) and not isinstance(v, str) and not (v is None and tp != str):
+            v = value.strip()
         out[key.strip()] = list(v) if isinstance(v, tuple) else v
     return out
 
