@@ -146,6 +146,37 @@ def test_factory_bug_is_a_plugin_error_naming_the_distribution():
     assert isinstance(err.value.__cause__, ZeroDivisionError)
 
 
+def test_a_spec_value_of_the_wrong_type_is_the_users_error_checked_without_building():
+    built = []
+
+    def ranged(width: int = 2, root: str | None = None, scale: float = 1.0) -> list[int]:
+        built.append(width)
+        return list(range(width))  # a TypeError for width='abc', which the registry must not blame on the plugin
+
+    reg = Registry("backbone")
+    reg.add(Spec("ranged", ranged, provider=Provider("p", "dist-p", "1")))
+    for call in (reg.check, reg.create):
+        with pytest.raises(BregzooError, match=r"backbone 'ranged': width must be int, got 'abc'$") as err:
+            call("ranged:width=abc")
+        assert not isinstance(err.value, PluginError)
+    assert built == ["abc"]  # check() built nothing; create() tried, and the crash was traced to the value
+    with pytest.raises(BregzooError, match=r"root must be str or none, got 123; quote it: root='123'"):
+        reg.check("ranged:root=123")
+    assert reg.create("ranged:width=3,scale=2,root=none") == [0, 1, 2]  # an int is a float; none is allowed
+
+
+def test_a_plugins_own_check_of_a_value_keeps_its_message():
+    def strict(alpha: float = 0.5) -> float:
+        if not isinstance(alpha, float):
+            raise BregzooError(f"strict: alpha must be a finite real number, got {alpha!r}")
+        return alpha
+
+    reg = Registry("divergence")
+    reg.add(Spec("strict", strict, provider=Provider("p", "dist-p", "1")))
+    with pytest.raises(BregzooError, match="finite real number, got 'nan'"):
+        reg.create("strict:alpha=nan")
+
+
 def test_every_kind_has_a_registry_and_lists_sorted_names():
     from bregzoo.api import list_components
 

@@ -40,6 +40,9 @@ def finished_run(tmp_path_factory) -> Path:
     return out
 
 
+ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(range(128, 256))  # a compiled program's header: not UTF-8
+
+
 def _truncate(path: Path) -> None:
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 3])
@@ -112,6 +115,26 @@ CASES = [
      ["train", "--set", 'eval.final_metrics=["fid:feature_extractor=inception,inception_weights=missing.pth"]'],
      ["missing.pth", "does not exist"]),
     ("bench-missing-suite", None, ["bench", "--suite", "nope.toml"], ["nope.toml", "does not exist"]),
+    # What a new user still got past, or got a traceback or typer's box for:
+    ("binary-config", lambda d, r: (d / "prog").write_bytes(ELF), ["train", "--config", "prog"], ["prog", "not UTF-8"]),
+    ("deeply-nested-json-config", lambda d, r: (d / "c.json").write_text("[" * 100_000),
+     ["train", "--config", "c.json"], ["c.json", "nests too deeply"]),
+    ("unknown-divergence-parameter", None, ["train", "--divergence", "power:beta=2"], ["'power'", "'beta'", "alpha"]),
+    ("parameter-of-parameterless-divergence", None, ["train", "--divergence", "kl:alpha=1"], ["'kl'", "'alpha'"]),
+    ("unknown-task-far-from-any", None, ["train", "--task", "nosuch"], ["'nosuch'", "Known:", "gmm8"]),
+    ("unknown-backbone-parameter", None, ["train", "--backbone", "mlp:bogus=1"], ["'bogus'", "width"]),
+    ("backbone-parameter-of-the-wrong-type", None, ["train", "--backbone", "mlp:width=abc"],
+     ["'mlp'", "width must be int", "'abc'"]),
+    ("unknown-teacher-parameter", None, ["train", "--teacher", "analytic-gmm:x=1"], ["'analytic-gmm'", "'x'"]),
+    ("unknown-estimator-h", None, ["train", "--estimator", "bregman:h=nosuch"], ["'nosuch'", "divergence"]),
+    ("unknown-schedule-parameter", None, ["train", "--schedule", "edm:foo=1"], ["'edm'", "'foo'", "t_max"]),
+    ("schedule-t-min-above-t-max", None, ["train", "--schedule", "edm:t_min=5,t_max=1"], ["t_min < t_max"]),
+    ("schedule-nan", None, ["train", "--schedule", "edm:t_max=nan"], ["t_max", "finite"]),
+    ("unhashable-spec-value", None, ["train", "--divergence", "power:alpha={[1]:2}"], ["alpha", "> -1"]),
+    ("seed-beyond-64-bit", None, ["train", "--seed", str(2**64)], ["train.seed", "2**63"]),
+    ("steps-not-a-number", None, ["train", "--steps", "abc"], ["'--steps'", "integer", "train --help"]),
+    ("misspelt-option", None, ["train", "--stpes", "3"], ["--stpes", "--steps", "train --help"]),
+    ("unknown-command", None, ["trian"], ["'trian'", "--help"]),
 ]
 
 
@@ -124,13 +147,9 @@ def _dirs(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_dir()}
 
 
-@pytest.mark.parametrize("setup, argv, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, monkeypatch, finished_run, setup, argv, words):
-    if setup is not None:
-        setup(tmp_path, finished_run)
-    monkeypatch.chdir(tmp_path)
-    before, dirs = _snapshot(tmp_path), _dirs(tmp_path)
-
+def _refused(folder: Path, argv: list[str], words: list[str]) -> str:
+    """Run argv in ``folder``; assert exit 2, one 'error:' line with every word, and nothing touched."""
+    before, dirs = _snapshot(folder), _dirs(folder)
     if argv[0] == "train" and "--resume" not in argv:  # the case's own options come last and win
         argv = ["train", "--steps", "2", *TINY, *argv[1:]]
     result = CliRunner().invoke(get_app(), argv)
@@ -141,8 +160,37 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, monkeypatch,
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for word in words:
         assert word in lines[0], f"{word!r} missing from: {lines[0]}"
-    assert _snapshot(tmp_path) == before, "an existing file was modified, or a file was created"
-    assert _dirs(tmp_path) == dirs, "a directory was created or removed"
+    assert _snapshot(folder) == before, "an existing file was modified, or a file was created"
+    assert _dirs(folder) == dirs, "a directory was created or removed"
+    return lines[0]
+
+
+@pytest.mark.parametrize("setup, argv, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, monkeypatch, finished_run, setup, argv, words):
+    if setup is not None:
+        setup(tmp_path, finished_run)
+    monkeypatch.chdir(tmp_path)
+    _refused(tmp_path, argv, words)
+
+
+# The train cases that only a run can find: they need the data, a checkpoint, or the output directory,
+# which --dry-run does not touch. Every other train case must be refused by --dry-run too.
+RUN_ONLY = {"resume-truncated-checkpoint", "resume-wrong-architecture", "missing-dataset-dir",
+            "dataset-wrong-image-shape", "out-exists-not-a-run", "out-unwritable"}
+DRY_CASES = [c for c in CASES if c[2][0] == "train" and c[0] not in RUN_ONLY]
+
+
+@pytest.mark.parametrize("setup, argv, words", [c[1:] for c in DRY_CASES], ids=[c[0] for c in DRY_CASES])
+def test_dry_run_refuses_what_a_run_refuses_with_the_same_line(tmp_path, monkeypatch, finished_run, setup, argv,
+                                                              words):
+    if setup is not None:
+        setup(tmp_path, finished_run)
+    monkeypatch.chdir(tmp_path)
+    assert _refused(tmp_path, [*argv, "--dry-run"], words) == _refused(tmp_path, argv, words)
+
+
+def test_the_run_only_cases_exist():
+    assert RUN_ONLY <= {c[0] for c in CASES} and len(DRY_CASES) >= 30
 
 
 def test_there_are_at_least_20_cases():

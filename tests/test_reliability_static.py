@@ -162,3 +162,14 @@ def test_no_call_passes_an_unsafe_loading_flag():
             for p in _python_files() for c in _calls(p) for k in c.keywords
             if k.arg in unsafe and _const(k.value) is unsafe[k.arg]]
     assert not hits, hits
+
+
+# -- bad input: paths ----------------------------------------------------------------------------------
+
+def test_no_path_expanduser_which_raises_for_an_unknown_user():
+    """``Path('~typo/x').expanduser()`` raises RuntimeError (a traceback for a mistyped path); the tree uses
+    ``os.path.expanduser``, which leaves such a path as it is, so it reads as 'does not exist'."""
+    hits = [f"{p.relative_to(ROOT).as_posix()}:{c.lineno}" for p in _python_files() for c in _calls(p)
+            if isinstance(c.func, ast.Attribute) and c.func.attr == "expanduser"
+            and _name(c.func) != "os.path.expanduser"]
+    assert not hits, hits

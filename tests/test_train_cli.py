@@ -42,6 +42,40 @@ def test_default_dry_run_names_its_run_directory() -> None:
     assert cfg == RunConfig().replace(out="runs/gmm8-reverse-kl-s0")
 
 
+def test_set_takes_a_str_value_as_written_and_none_as_null_only_where_null_is_allowed() -> None:
+    result = invoke("train", "--dry-run", "--set", "weighting.normalize=none", "--set", "weighting.clamp=none",
+                    "--set", "eval.teacher_sampler='euler'", "--set", "out=123")
+    assert result.exit_code == 0, result.output
+    cfg = RunConfig.from_dict(json.loads(result.stdout))
+    assert (cfg.weighting.normalize, cfg.weighting.clamp, cfg.eval.teacher_sampler, cfg.out) == (
+        "none", None, "euler", "123")
+    unset = invoke("train", "--dry-run", "--set", "out=none")  # Optional[str]: none is None, the default name
+    assert unset.exit_code == 0 and RunConfig.from_dict(json.loads(unset.stdout)).out == "runs/gmm8-reverse-kl-s0"
+    bad = invoke("train", "--dry-run", "--set", "weighting.normalize=true")  # checked as the text 'true'
+    assert bad.exit_code == 2 and "got 'true'" in bad.stderr
+
+
+def test_dry_run_output_is_a_config_that_dry_runs_unchanged(tmp_path) -> None:
+    """The issue's user: run.json written from --dry-run output must read back as the same config."""
+    first = invoke("train", "--dry-run", "--divergence", "power:alpha=0.25", "--estimator", "bregman:h=hellinger",
+                   "--schedule", "vp:beta_max=15", "--set", "weighting.normalize=none")
+    assert first.exit_code == 0, first.output
+    (tmp_path / "run.json").write_text(first.stdout)
+    again = invoke("train", "--dry-run", "--config", tmp_path / "run.json")
+    assert again.exit_code == 0 and again.stdout == first.stdout
+
+
+def test_usage_errors_are_one_line_and_debug_keeps_typers_box() -> None:
+    result = invoke("train", "--steps", "abc")
+    assert result.exit_code == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: Invalid value for '--steps': ") and line.endswith(" train --help'"), line
+    boxed = invoke("--debug", "train", "--steps", "abc")
+    assert boxed.exit_code == 2 and "--steps" in boxed.stderr and len(boxed.stderr.splitlines()) > 1
+    bare = invoke()  # no arguments: the help, as before
+    assert bare.exit_code == 2 and "Usage" in bare.output and "train" in bare.output and "error:" not in bare.output
+
+
 def test_config_file_then_options(tmp_path) -> None:
     (tmp_path / "run.toml").write_text(RunConfig().replace(divergence="lsif", **{"train.steps": 11}).to_toml())
     result = invoke("train", "--dry-run", "--config", tmp_path / "run.toml", "--steps", "12")

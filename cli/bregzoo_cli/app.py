@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import typing
 from typing import Annotated
 
 import click
@@ -11,15 +12,34 @@ from typer.core import TyperGroup
 
 from bregzoo.errors import BregzooError
 
+try:  # newer typer raises the errors of its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # older typer: click's; NoArgsIsHelpError (the help for no arguments) is click >= 8.2
+    from click.exceptions import UsageError
+
+    NoArgsIsHelpError = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
 _DEBUG = {"on": False}
 
 
 class _OneLineErrors(TyperGroup):
-    """Turn user errors into one line on stderr and exit code 2 (1 for a failed claim); ``--debug`` shows the traceback."""
+    """Turn user errors into one line on stderr and exit code 2 (1 for a failed claim); ``--debug`` shows the traceback.
+
+    Usage errors (a bad option value, an unknown option or command) are one line too, instead of
+    typer's boxed usage text; ``--help`` and the help shown for no arguments are unchanged.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:  # the group's own options (bregzoo --bogus); a command's options are parsed in invoke
+            return super().parse_args(ctx, args)
+        except UsageError as exc:
+            _usage_error(exc, ctx)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            _usage_error(exc, ctx)
         except (BregzooError, OSError) as exc:
             if _DEBUG["on"]:
                 raise
@@ -27,11 +47,23 @@ class _OneLineErrors(TyperGroup):
             raise typer.Exit(getattr(exc, "exit_code", 2)) from None
 
 
+def _usage_error(exc: UsageError, ctx: click.Context) -> typing.NoReturn:
+    """Print a usage error as one line naming the --help to read, and exit 2 (click's code for it)."""
+    if isinstance(exc, NoArgsIsHelpError) or _DEBUG["on"]:
+        raise exc
+    where = (exc.ctx or ctx).command_path
+    text = " ".join(exc.format_message().split()).rstrip(".")  # "Invalid value for '--steps': ..."
+    typer.echo(f"error: {text}; see '{where} --help'", err=True)
+    raise typer.Exit(2) from None
+
+
 def _one_line(exc: Exception) -> str:
     """The message on one line (a multi-line message from a library would look like a traceback)."""
     if isinstance(exc, OSError) and not isinstance(exc, BregzooError) and exc.filename is not None:
-        return f"cannot use '{exc.filename}': {exc.strerror}; check the path and its permissions, or choose another"
-    text = " ".join(str(exc).split())
+        text = f"cannot use '{exc.filename}': {exc.strerror}; check the path and its permissions, or choose another"
+    else:
+        text = str(exc)
+    text = " ".join(text.split())  # also a path's own line breaks (\n, \x1e, \u2028, ...): str.split takes them all
     return text if len(text) <= 600 else text[:597] + "..."
 
 
@@ -90,5 +122,5 @@ def main() -> None:
     except BregzooError as exc:  # raised while loading plugins, before any command runs
         if _DEBUG["on"]:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)

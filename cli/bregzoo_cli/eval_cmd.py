@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,7 +39,7 @@ def evaluate(
     if not names:
         raise BregzooError("--metrics is empty; give e.g. --metrics fid,kid,prc")
     split_arg = None if split.lower() == "none" else split
-    path = Path(target).expanduser()
+    path = Path(os.path.expanduser(target))
     if is_run_dir(path) or (path.is_file() and path.suffix == ".safetensors"):
         if steps not in (None, 1) or sampler is not None:
             raise BregzooError("a student samples in one step; --steps/--sampler apply to teachers only")

@@ -9,6 +9,7 @@ registry spec such as ``analytic-gmm``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -40,7 +41,7 @@ def resolve_teacher(value: str) -> TeacherArg:
     from bregzoo import BregzooError
     from bregzoo.teacher_dir import is_teacher_dir, read_teacher_config
 
-    path = Path(value).expanduser()
+    path = Path(os.path.expanduser(value))
     if path.is_dir():
         if is_teacher_dir(path):
             cfg = read_teacher_config(path)
@@ -121,6 +122,6 @@ def adopt_teacher(overrides: dict, data: Optional[Path] = None) -> dict:
     if data is not None:
         if "task" not in out:
             raise BregzooError("--data sets the task's data folder; give --task too (e.g. --task cifar10)")
-        out["task"] = _with_param(out["task"], "root", str(Path(data).expanduser()))
+        out["task"] = _with_param(out["task"], "root", str(Path(os.path.expanduser(data))))
     return out
 

@@ -21,8 +21,28 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
         if not eq or not key.strip():
             raise BregzooError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr_generator=1e-3")
         v = _parse_value(value.strip())
+        tp = _field_type(key.strip())
+        # A str key takes the text as written ('none' is weighting.normalize's value, not null; --set out=123
+        # is a folder); an Optional[str] one still reads none/null as None.
+        if (tp is str or tp == Optional[str]) and not isinstance(v, str) and not (v is None and tp != str):
+            v = value.strip()
         out[key.strip()] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _field_type(key: str) -> Any:
+    """The annotation of the config field at a dotted key, or None when there is no such field."""
+    import dataclasses
+    import typing
+
+    from bregzoo.config import RunConfig
+
+    tp: Any = RunConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = typing.get_type_hints(tp).get(part)
+    return tp
 
 
 def resolve_config(config: Optional[Path], resume: Optional[Path], overrides: dict[str, Any]):
@@ -65,7 +85,7 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its latest checkpoint.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="A .toml or .json config (a run's config.json works too).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, dotted: --set optim.lr_generator=1e-3 (repeatable).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON and stop.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every component name and parameter, print the resolved config as JSON and stop.")] = False,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quick unification checks before training.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Train even if a unification check fails.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an --out directory that is not a bregzoo run (only a run's own files are replaced).")] = False,
@@ -90,7 +110,10 @@ def train(
     cfg = resolve_config(config, resume, overrides)
     if cfg.out is None:
         cfg = cfg.replace(out=default_out(cfg))
-    if dry_run:
+    if dry_run:  # resolve every component as a run would (no networks, no data): no misspelt name or parameter slips by
+        from bregzoo.train.build import resolve
+
+        resolve(cfg)
         typer.echo(cfg.to_json(), nl=False)
         return
 

@@ -9,6 +9,7 @@ per file (the official files; smaller files with whole records are accepted, e.g
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def locate(root: str | Path, fmt: str = "auto") -> tuple[Path, str]:
     """
     if fmt not in ("auto", "binary", "python"):
         raise BregzooError(f"cifar10: format must be 'auto', 'binary' or 'python', got {fmt!r}")
-    root = Path(root).expanduser()
+    root = Path(os.path.expanduser(root))
     candidates = []
     if fmt in ("auto", "binary"):
         candidates += [(root, "data_batch_1.bin", "binary"), (root / BIN_DIR, "data_batch_1.bin", "binary")]

@@ -16,6 +16,7 @@ x_vp = y / sqrt(1 + s^2) with y = x/alpha, and the x0-prediction is y - s eps-ha
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ _DEPRECATED_ATTENTION = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to
 # -- the checkpoint directory -------------------------------------------------------------------------
 def model_dir(path: str | Path) -> Path:
     """The folder holding config.json: ``path`` itself or its ``unet/`` subfolder."""
-    p = Path(path).expanduser()
+    p = Path(os.path.expanduser(path))
     for cand in (p, p / "unet"):
         if (cand / "config.json").is_file():
             return cand

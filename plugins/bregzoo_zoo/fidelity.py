@@ -112,7 +112,7 @@ def inception_weights(path: str | None = None) -> str:
     filename = URL_INCEPTION_V3.rsplit("/", 1)[-1]
     hub = Path(torch.hub.get_dir()) / "checkpoints" / filename
     chosen = path or os.environ.get(INCEPTION_ENV)
-    if chosen and not Path(chosen).expanduser().is_file():
+    if chosen and not Path(os.path.expanduser(chosen)).is_file():
         raise BregzooError(f"InceptionV3 weights file '{chosen}' does not exist (from {'the option' if path else '$' + INCEPTION_ENV})")
     if not chosen:
         if not hub.is_file():
@@ -124,10 +124,10 @@ def inception_weights(path: str | None = None) -> str:
     # torch-fidelity unpickles the file with weights_only=False; load it safely first so a file holding
     # anything but tensors is refused before that happens.
     try:
-        torch.load(Path(chosen).expanduser(), map_location="cpu", weights_only=True)
+        torch.load(Path(os.path.expanduser(chosen)), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BregzooError(f"'{chosen}' is not a plain InceptionV3 weights file ({type(exc).__name__}); refusing to unpickle it") from None
-    return str(Path(chosen).expanduser())
+    return str(Path(os.path.expanduser(chosen)))
 
 
 def reference_images(dataset: Any, n: int | None, seed: int = 0) -> Tensor:
@@ -202,7 +202,7 @@ class FidelityMetric:
 
 def _existing(inception_weights: str | None) -> str | None:
     """Check a given weights path when the metric is built, not after a whole training run."""
-    if inception_weights is not None and not Path(inception_weights).expanduser().is_file():
+    if inception_weights is not None and not Path(os.path.expanduser(inception_weights)).is_file():
         raise BregzooError(f"InceptionV3 weights file '{inception_weights}' does not exist; put the file there "
                            "(see docs/images.md) or leave out inception_weights=")
     return inception_weights

@@ -94,7 +94,7 @@ class ImageFolder(Dataset):
     """
 
     def __init__(self, root: str | Path, size: int = 32, channels: int = 3) -> None:
-        root = Path(root).expanduser()
+        root = Path(os.path.expanduser(root))
         if not root.is_dir():
             raise BregzooError(f"image-folder: '{root}' is not a directory; pass image-folder:root=DIR, a folder of PNG/JPEG files")
         if channels not in (1, 3):

@@ -34,9 +34,9 @@ class TimmTrunk(nn.Module):
 def local_pretrained_file(model: str, checkpoint: str | None = None) -> str:
     """A local weights file for ``model``; never downloads. Raises BregzooError saying where to put one."""
     if checkpoint is not None:
-        if not Path(checkpoint).expanduser().is_file():
+        if not Path(os.path.expanduser(checkpoint)).is_file():
             raise BregzooError(f"timm: checkpoint file '{checkpoint}' does not exist")
-        return str(Path(checkpoint).expanduser())
+        return str(Path(os.path.expanduser(checkpoint)))
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(model)

@@ -1,6 +1,7 @@
 """bregzoo: one-step diffusion distillation by Bregman density-ratio matching (Di-Bregman)."""
 
 from bregzoo.api import (
+    check_component,
     create_backbone,
     create_component,
     create_dataset,
@@ -32,6 +33,7 @@ __all__ = [
     "RatioEstimator",
     "Spec",
     "UnknownNameError",
+    "check_component",
     "create_backbone",
     "create_component",
     "create_dataset",

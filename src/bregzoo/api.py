@@ -25,6 +25,15 @@ def create_component(kind: str, name: str, **params: Any) -> Any:
     return _registry(kind).create(name, **params)
 
 
+def check_component(kind: str, name: str, **params: Any) -> None:
+    """Check what ``create_component`` would, without building: the name, the parameters' names and
+    (where the factory annotates them int, float, bool or str) the values' types.
+
+    For components that are costly to build (networks, datasets, teachers), e.g. in ``train --dry-run``.
+    """
+    _registry(kind).check(name, **params)
+
+
 def _pair(kind: str) -> tuple[Callable[..., list[str]], Callable[..., Any]]:
     def lister(pattern: str = "*") -> list[str]:
         return list_components(kind, pattern)

@@ -60,6 +60,7 @@ class TrainConfig:
         _require(self.mixed_precision in ("no", "bf16", "fp16"),
                  f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         _require(0 <= self.ema < 1, f"train.ema must be in [0, 1), got {self.ema}")
+        _require(self.seed < 2**63, f"train.seed must be < 2**63 (torch seeds are 64-bit), got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,8 @@ class RunConfig:
             return cls.from_dict(tomllib.loads(text))
         except tomllib.TOMLDecodeError as exc:
             raise BregzooError(f"invalid TOML config: {exc}") from None
+        except RecursionError:
+            raise BregzooError("invalid TOML config: it nests too deeply to be a bregzoo config") from None
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -202,6 +205,9 @@ class RunConfig:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise BregzooError(f"config file {path} does not exist") from None
+        except UnicodeDecodeError as exc:
+            raise BregzooError(f"config file {path} is not UTF-8 text (byte {exc.start} is not; is it a binary "
+                               "file?); give a .toml or .json config ('bregzoo train --dry-run' prints one)") from None
         if not text.strip():  # an empty TOML file would silently mean "all defaults"
             raise BregzooError(f"config file {path} is empty; write the settings there "
                                "('bregzoo train --dry-run' prints a full config) or drop --config")
@@ -211,6 +217,8 @@ class RunConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise BregzooError(f"config file {path} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BregzooError(f"config file {path} nests too deeply to be a bregzoo config") from None
         if isinstance(data, dict) and "bregzoo_run" in data:  # a run directory's config.json
             data = data.get("config", {})
         return cls.from_dict(data)

@@ -11,6 +11,8 @@ import difflib
 import fnmatch
 import inspect
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -59,7 +61,9 @@ def _parse_value(text: str) -> Any:
         return None
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    # literal_eval also raises TypeError ("{[1]: 2}": unhashable key) and MemoryError or RecursionError
+    # on deeply nested input; none of these is a literal, so the text stays a string.
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
 
 
@@ -152,27 +156,41 @@ class Registry:
                 f"Is the plugin that provides it installed? (bregzoo plugins lists them)"
             ) from None
 
+    def check(self, name_or_spec: str, **params: Any) -> tuple[Spec, dict[str, Any]]:
+        """Check what ``create`` would, without calling the factory: the spec's syntax, the name, the
+        parameters' names, and the spec's values against the factory's plain annotations (int, float,
+        bool, str). Returns the spec and the merged parameters; builds nothing."""
+        spec, given, merged = self._parse(name_or_spec, params)
+        _check_types(self.kind, spec, given)
+        return spec, merged
+
     def create(self, name_or_spec: str, **params: Any) -> Any:
         """Build a component from a name plus keyword parameters, or from ``'name:key=value'``."""
-        name, parsed = parse_spec(name_or_spec)
-        both = sorted(set(parsed) & set(params))
+        spec, given, merged = self._parse(name_or_spec, params)
+        try:
+            return spec.factory(**merged)
+        except BregzooError:  # the plugin's own check of its parameters: its message stands
+            raise
+        except Exception as exc:  # a plugin's bug, unless the spec gave a value of the wrong type
+            _check_types(self.kind, spec, given)
+            raise PluginError(
+                f"{self.kind} {spec.name!r} from {spec.provider} failed to build: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _parse(self, name_or_spec: str, params: dict[str, Any]) -> tuple[Spec, dict[str, Any], dict[str, Any]]:
+        """(spec, the spec string's own parameters, those merged with the keywords), names checked."""
+        name, given = parse_spec(name_or_spec)
+        both = sorted(set(given) & set(params))
         if both:
             raise BregzooError(
                 f"{self.kind} {name_or_spec!r}: parameter(s) {', '.join(both)} given both in the spec "
                 "and as keywords; give each once"
             )
-        parsed.update(params)
         spec = self.get(name)
-        _check_params(self.kind, spec, parsed)
-        try:
-            return spec.factory(**parsed)
-        except BregzooError:
-            raise
-        except Exception as exc:  # a plugin's bug, not the user's input
-            raise PluginError(
-                f"{self.kind} {name!r} from {spec.provider} failed to build: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        merged = {**given, **params}
+        _check_params(self.kind, spec, merged)
+        return spec, given, merged
 
     def __contains__(self, name: str) -> bool:
         return name in self._specs
@@ -204,3 +222,42 @@ def _check_params(kind: str, spec: Spec, params: dict[str, Any]) -> None:
                 f"{kind} {spec.name!r} has no parameter {key!r}; "
                 f"it accepts: {', '.join(accepted) or 'no parameters'}"
             )
+
+
+_PLAIN = {bool: "bool (true or false)", int: "int", float: "float", str: "str", type(None): "none"}
+
+
+def _check_types(kind: str, spec: Spec, params: dict[str, Any]) -> None:
+    """A spec value against its factory's annotation, where that is int, float, bool or str (or a union of
+    them and None): 'mlp:width=abc' is the user's mistake, not a plugin that failed to build."""
+    try:
+        sig = inspect.signature(spec.factory, eval_str=True)
+    except Exception:  # an annotation that does not resolve here: leave the values to the factory
+        return
+    for key, value in params.items():
+        p = sig.parameters.get(key)
+        if p is None:
+            continue
+        ann = p.annotation
+        allowed = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+        if not allowed or not all(a in _PLAIN for a in allowed):
+            continue  # Any, a tuple, a class: not checked here
+        if not any(_is(value, a) for a in allowed):
+            raise BregzooError(f"{kind} {spec.name!r}: {key} must be {' or '.join(_PLAIN[a] for a in allowed)}, "
+                               f"got {value!r}{_hint(key, value, allowed)}")
+
+
+def _hint(key: str, value: Any, allowed: tuple[type, ...]) -> str:
+    if str in allowed and (value is None or isinstance(value, (int, float, bool))):
+        return f"; quote it: {key}='{'none' if value is None else value}'"  # 'none' and 'null' read as None
+    if float in allowed and isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        return "; give a finite number"
+    return ""
+
+
+def _is(value: Any, tp: type) -> bool:
+    if tp is float:  # an int is a float here, as in the config; a bool is neither
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)

@@ -6,6 +6,7 @@ every schedule looks like EDM's; ``t_of_s`` maps back.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -103,7 +104,21 @@ SCHEDULES = {"vp": VPSchedule, "edm": EDMSchedule}
 
 
 def make_schedule(name: str, **params) -> Schedule:
-    """``make_schedule("edm", t_max=10.0)``; an unknown name is a user error."""
+    """``make_schedule("edm", t_max=10.0)``; an unknown name or parameter, or a value outside the
+    schedule's domain, is a user error (it would otherwise surface mid-run as a TypeError or a NaN)."""
     if name not in SCHEDULES:
         raise BregzooError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
-    return SCHEDULES[name](**params)
+    cls = SCHEDULES[name]
+    accepted = [f.name for f in dataclasses.fields(cls)]
+    for key, value in params.items():
+        if key not in accepted:
+            raise BregzooError(f"schedule {name!r} has no parameter {key!r}; it accepts: {', '.join(accepted)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise BregzooError(f"schedule {name!r}: {key} must be a finite number, got {value!r}")
+    sched = cls(**{k: float(v) for k, v in params.items()})
+    if not 0 < sched.t_min < sched.t_max:
+        raise BregzooError(f"schedule {name!r}: need 0 < t_min < t_max, got t_min={sched.t_min}, t_max={sched.t_max}")
+    if isinstance(sched, VPSchedule) and not 0 <= sched.beta_min < sched.beta_max:
+        raise BregzooError(f"schedule 'vp': need 0 <= beta_min < beta_max, got beta_min={sched.beta_min}, "
+                           f"beta_max={sched.beta_max}")
+    return sched

@@ -15,6 +15,7 @@ backbone registry, so loading needs nothing but this directory and the installed
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def is_teacher_dir(path: str | Path) -> bool:
 
 def read_teacher_config(path: str | Path) -> dict[str, Any]:
     """The config.json of a teacher directory; anything else is a user error that says what it expected."""
-    root = Path(path).expanduser()
+    root = Path(os.path.expanduser(path))
     if not root.is_dir():
         raise BregzooError(f"teacher directory '{root}' does not exist; train one with 'bregzoo teach --out {root}'")
     try:
@@ -92,7 +93,7 @@ class DirTeacher(Teacher):
 def load_teacher_dir(path: str | Path, schedule: Schedule | None = None, weights: str = WEIGHTS) -> DirTeacher:
     """Load a teacher directory. ``schedule``, when given, must equal the teacher's own: a denoiser is only
     right under the noise schedule it was trained with."""
-    root = Path(path).expanduser()
+    root = Path(os.path.expanduser(path))
     cfg = read_teacher_config(root)
     own = schedule_of(cfg)
     if schedule is not None and schedule != own:

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bregzoo.api import create_backbone, create_dataset, create_divergence, create_ratio_estimator, create_teacher
+from bregzoo.api import (check_component, create_backbone, create_dataset, create_divergence, create_ratio_estimator,
+                         create_teacher)
 from bregzoo.config import RunConfig
 from bregzoo.divergence import Divergence
 from bregzoo.estimator import RatioEstimator
@@ -24,6 +25,7 @@ from bregzoo.plugins import get_host
 from bregzoo.registry import parse_spec
 from bregzoo.schedules import Schedule, make_schedule
 from bregzoo.teacher import Teacher, per_sample
+from bregzoo.train.evaluate import check_metrics
 
 # Config key -> registry kind, for provenance.
 KIND_OF = {"task": "dataset", "teacher": "teacher", "backbone": "backbone", "divergence": "divergence",
@@ -57,6 +59,23 @@ def sigma_data_of(dataset: Any) -> float:
     """EDM's sigma_data: the task's per-coordinate std when it knows it, else EDM's 0.5 for images."""
     std = getattr(dataset, "std", None)
     return float(std) if isinstance(std, (int, float)) and std > 0 else 0.5
+
+
+def resolve(cfg: RunConfig) -> None:
+    """Resolve every component spec of ``cfg`` as ``build`` will, without building networks or loading data.
+
+    The schedule, divergence, estimator and metrics are built (they are small objects, and building
+    them checks their parameters' values); the task, teacher and backbone are checked by name and
+    parameter names, with the keywords that ``build`` passes them. ``train --dry-run`` and ``train``
+    both call this first, so the two refuse the same specs with the same message.
+    """
+    check_component("dataset", cfg.task)
+    build_schedule(cfg.schedule)
+    check_component("teacher", cfg.teacher, dataset=None, schedule=None)
+    create_divergence(cfg.divergence)
+    create_ratio_estimator(cfg.estimator)
+    check_component("backbone", cfg.backbone, data_shape=None, scalar_output=True)
+    check_metrics(*cfg.eval.metrics, *cfg.eval.final_metrics)
 
 
 def build(cfg: RunConfig, init_seed: int | None = None) -> Parts:

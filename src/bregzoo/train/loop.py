@@ -27,11 +27,11 @@ from bregzoo.config import RunConfig
 from bregzoo.networks import diffuse
 from bregzoo.teacher import per_sample, sample_ode, sampling_schedule
 from bregzoo.train import rundir
-from bregzoo.train.build import Parts, build, generate
+from bregzoo.train.build import Parts, build, generate, resolve
 from bregzoo.train.checks import require_passed, run_claim_checks
 from bregzoo.train.ema import EMA
 from bregzoo.errors import BregzooError, NonFiniteError
-from bregzoo.train.evaluate import check_metrics, evaluate
+from bregzoo.train.evaluate import evaluate
 from bregzoo.train.export import save_student
 from bregzoo.train.plots import save_samples_png
 from bregzoo.train.weighting import WeightNormaliser, constant_weight
@@ -375,8 +375,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(root), logging_dir=str(root)))
     try:
+        resolve(cfg)  # every spec, metrics included, exactly as train --dry-run checks them
         parts = build(cfg)
-        check_metrics(*cfg.eval.metrics, *cfg.eval.final_metrics)
         checks = run_claim_checks(parts.divergence, parts.estimator) if check else []
         require_passed(checks, force)
         if resume:
