@@ -1,113 +1,134 @@
-"""Student vs teacher sampler on the 2-D tasks, for reverse-KL (DMD) and other Bregman divergences.
+"""Every built-in divergence with the default recipe, on the 2-D tasks: students against exact samples.
 
-Every cell is one ``bregzoo.train.train`` run with the default recipe of ``bregzoo train`` and the
-same budget; only the divergence, task and seed change. The teacher row is the exact teacher's
-Heun sampler (40 steps) that each run evaluates with the same metrics. MMD² is unbiased (it can
-dip below 0); mode recall counts modes that get at least a fifth of their expected samples.
+Every cell is one ``bregzoo.train`` run with the defaults of ``bregzoo train`` (per-divergence
+weighting included) and the same budget; only the divergence, task and seed change. Each student is
+read against the task's exact samples (the noise floor: the biased MMD² of an independent exact set)
+and against the exact teacher's 40-step Heun sampler started at s = 80. The metrics against training
+steps are written too (``<out>-curves.png`` and ``<out>-curves.csv``), so a user sees where a run is
+on its curve. The bar of issue H is checked and printed: on gmm8 every divergence keeps all modes on
+every seed, and none has a mean MMD² more than twice reverse-kl's.
 
-Usage: ``python benchmarks/distill_2d.py [--steps 1000] [--seeds 0 1 2] [--jobs 2] [--out benchmarks/results/distill_2d.md]``
+Usage: ``python benchmarks/distill_2d.py [--seeds 0 1 2] [--tasks gmm8 ...] [--divergences ...]
+[--set KEY=VALUE ...] [--jobs 2] [--out benchmarks/results/distill_2d.md]``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
-import os
-import platform
-import shlex
+import csv
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections import defaultdict
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).parent))
+from recipe_study import header, parse_variant, run_cells, table  # noqa: E402
 
-from bregzoo import io
-from bregzoo.config import RunConfig
-from bregzoo.train import train
+from bregzoo import io  # noqa: E402
 
 TASKS = ("gmm8", "gmm25", "gmm-unbalanced")
-DIVERGENCES = ("reverse-kl", "kl", "hellinger", "lsif")
-METRICS = ("mode-recall", "mmd", "precision")
+# The built-in zoo (plugins/bregzoo_zoo/divergences.py), power at its default alpha = 0.5.
+DIVERGENCES = ("reverse-kl", "ukl", "kl", "lsif", "squared", "bkl", "js", "hellinger", "jeffreys",
+               "softened-rkl", "neyman", "power")
 
 
-def run_cell(task: str, divergence: str, seed: int, steps: int, work: Path) -> dict:
-    torch.set_num_threads(1)
-    cfg = RunConfig().replace(task=task, divergence=divergence, out=str(work / f"{task}-{divergence}-{seed}"), **{
-        "train.steps": steps, "train.seed": seed, "train.eval_every": 10**9, "train.checkpoint_every": 10**9,
-        "eval.metrics": list(METRICS), "eval.final_metrics": list(METRICS)})
-    started = time.perf_counter()
-    try:
-        result = train(cfg, check=False)
-    except Exception as exc:  # a diverging divergence is a result, not a crash of the benchmark
-        return {"task": task, "divergence": divergence, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}
-    return {"task": task, "divergence": divergence, "seed": seed, "seconds": time.perf_counter() - started,
-            "student": result.student, "teacher": result.teacher}
+def curves(rows: list[dict]) -> dict[tuple[str, str], list[tuple[int, float, float, float]]]:
+    """(task, divergence) -> [(step, mean MMD²_b / mean floor, mean mode recall, mean precision)] over seeds."""
+    out = {}
+    for key in sorted({(r["task"], r["variant"]) for r in rows if "curve" in r}):
+        runs = [r for r in rows if (r["task"], r["variant"]) == key and "curve" in r]
+        floor = statistics.mean(r["exact"]["mmd2_b"] for r in runs)
+        by_step: dict[int, list[dict]] = defaultdict(list)
+        for r in runs:
+            for point in r["curve"]:
+                by_step[point["step"]].append(point)
+        out[key] = [(step, statistics.mean(p["mmd2_b"] for p in ps) / floor,
+                     statistics.mean(p["mode_recall"] for p in ps), statistics.mean(p["precision"] for p in ps))
+                    for step, ps in sorted(by_step.items()) if len(ps) == len(runs)]
+    return out
 
 
-def _ms(values: list[float], fmt: str) -> str:
-    if not values:
-        return "failed"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+def plot_curves(data: dict, tasks: list[str], path: Path) -> None:
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-def table(rows: list[dict], seeds: list[int]) -> str:
-    lines = ["| task | sampler | MMD² (mean ± sd) | mode recall | precision | s/run |",
-             "|---|---|---|---|---|---|"]
-    for task in TASKS:
-        by_seed = {r["seed"]: r["teacher"] for r in rows if r["task"] == task and "teacher" in r}
-        if by_seed:  # the teacher's sampler depends on the seed only, not on the divergence
-            get = lambda key: [t[key] for t in by_seed.values()]  # noqa: E731
-            lines.append(f"| {task} | teacher Heun-40 | {_ms(get('mmd2'), '.5f')} | {_ms(get('mode_recall'), '.3f')} | "
-                         f"{_ms(get('precision'), '.3f')} | |")
-        for div in DIVERGENCES:
-            ok = [r for r in rows if r["task"] == task and r["divergence"] == div and "student" in r]
-            failed = [r for r in rows if r["task"] == task and r["divergence"] == div and "error" in r]
-            if not ok and not failed:
+    divs = sorted({d for _, d in data})
+    cmap = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(2, len(tasks), figsize=(5 * len(tasks), 7.5), squeeze=False, sharex=True)
+    for j, task in enumerate(tasks):
+        for i, div in enumerate(divs):
+            pts = data.get((task, div))
+            if not pts:
                 continue
-            get = lambda key: [r["student"][key] for r in ok]  # noqa: E731
-            note = f" ({len(failed)} failed)" if failed else ""
-            lines.append(f"| {task} | {div} (1 step){note} | {_ms(get('mmd2'), '.5f')} | {_ms(get('mode_recall'), '.3f')} | "
-                         f"{_ms(get('precision'), '.3f')} | {_ms([r['seconds'] for r in ok], '.0f')} |")
-    return "\n".join(lines)
+            style = dict(color=cmap(i % 20), ls=("-", "--", ":")[i // 7 % 3], lw=1.4, label=div)
+            steps = [p[0] for p in pts]
+            axes[0, j].plot(steps, [p[1] for p in pts], **style)
+            axes[1, j].plot(steps, [p[3] for p in pts], **style)
+        axes[0, j].axhline(1.0, color="k", lw=0.8)
+        axes[0, j].axhline(2.0, color="k", lw=0.8, ls=":")
+        axes[0, j].set(yscale="log", title=f"{task}", ylabel="MMD²_b / exact floor (lower is better)")
+        axes[1, j].set(xlabel="generator step", ylabel="precision (higher is better)")
+        axes[1, j].axhline(0.989, color="k", lw=0.8)
+    axes[0, -1].legend(fontsize=7, ncol=2)
+    fig.suptitle("one-step students against training steps (mean over seeds); black: exact samples, dotted: 2x floor")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def bar_check(rows: list[dict], divergences: list[str]) -> list[str]:
+    """Issue H's bar on gmm8: all modes on every seed, mean MMD² at most twice reverse-kl's."""
+    ok = [r for r in rows if r["task"] == "gmm8" and "student" in r]
+    if not ok or "reverse-kl" not in divergences:
+        return []
+    mean = lambda d: statistics.mean(r["student"]["mmd2_b"] for r in ok if r["variant"] == d)  # noqa: E731
+    base = mean("reverse-kl")
+    lines = ["", "bar on gmm8 (all modes on every seed; mean MMD²_b at most 2x reverse-kl's):"]
+    for d in divergences:
+        runs = [r for r in ok if r["variant"] == d]
+        failed = sum(1 for r in rows if r["task"] == "gmm8" and r["variant"] == d and "error" in r)
+        if not runs:
+            lines.append(f"- {d}: FAIL (every run failed)")
+            continue
+        full = sum(r["student"]["mode_recall"] == 1.0 for r in runs)
+        rel = mean(d) / base
+        verdict = "pass" if full == len(runs) and not failed and rel <= 2 else "FAIL"
+        lines.append(f"- {d}: {verdict}: all modes on {full}/{len(runs) + failed} seeds, MMD²_b {rel:.2f}x reverse-kl")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=2, help="cells trained in parallel (one process each)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--divergences", nargs="+", default=list(DIVERGENCES))
+    parser.add_argument("--set", dest="sets", nargs="*", default=[], help="config overrides for every cell")
+    parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/distill_2d.md"))
     args = parser.parse_args()
 
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    header = [
-        f"# distill_2d: one-step students vs the teacher sampler ({args.steps} steps, seeds {args.seeds})",
-        f"command: python {shlex.join(['benchmarks/distill_2d.py'] + sys.argv[1:])}",
-        f"git {rev or '?'}, {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"load avg {os.getloadavg()[0]:.2f} at start, {time.strftime('%Y-%m-%d %H:%M')}",
-        f"recipe: bregzoo train defaults except steps/seed/divergence/task: {json.dumps(RunConfig().to_dict())}",
-    ]
-    print("\n".join(header), flush=True)
-    rows, started = [], time.perf_counter()
-    cells = [(task, div, seed) for task in args.tasks for div in args.divergences for seed in args.seeds]
-    with tempfile.TemporaryDirectory(prefix="distill2d-") as tmp, \
-            ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_cell, task, div, seed, args.steps, Path(tmp)) for task, div, seed in cells]
-        for future in futures:
-            row = future.result()
-            rows.append(row)
-            brief = row.get("error") or {k: round(v, 4) for k, v in row["student"].items()}
-            print(f"{row['task']:15s} {row['divergence']:11s} seed {row['seed']}: {brief}", flush=True)
-    text = "\n".join(header) + f"\ntotal {time.perf_counter() - started:.0f} s\n\n" + table(rows, args.seeds) + "\n"
+    _, common = parse_variant("common " + " ".join(args.sets))
+    head = header("distill_2d: every divergence, one-step students against exact samples",
+                  ["benchmarks/distill_2d.py", *sys.argv[1:]])
+    print("\n".join(head), flush=True)
+    started = time.perf_counter()
+    cells = [(d, {"divergence": d, **common}, task, seed)
+             for seed in args.seeds for task in args.tasks for d in args.divergences]
+    rows = run_cells(cells, args.jobs, args.eval_every)
+    data = curves(rows)
+    plot_curves(data, args.tasks, args.out.with_name(args.out.stem + "-curves.png"))
+    with open(args.out.with_name(args.out.stem + "-curves.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "divergence", "step", "mmd2_b_over_floor", "mode_recall", "precision"])
+        for (task, div), pts in data.items():
+            w.writerows([task, div, *(round(v, 5) for v in p)] for p in pts)
+    text = "\n".join([*head, f"total {time.perf_counter() - started:.0f} s, {args.jobs} cells at a time",
+                      f"overrides for every cell: {common or 'none'}", "",
+                      table(rows, args.tasks, list(args.divergences)), *bar_check(rows, list(args.divergences)), ""])
     print("\n" + text)
     io.write_text(args.out, text)
     io.write_json(args.out.with_suffix(".json"), rows)

@@ -166,4 +166,4 @@ def test_auto_weighting_is_recorded_in_config_json(tmp_path) -> None:
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["config"]["weighting"]["normalize"] == "auto"  # what the user asked for
     assert {k: config["weighting"][k] for k in ("normalize", "truncate", "warmup")} == {
-        "normalize": "ema-bins", "truncate": 5.0, "warmup": 500}  # what the run used
+        "normalize": "ema-bins", "truncate": 2.0, "warmup": 500}  # what the run used

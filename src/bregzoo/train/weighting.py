@@ -40,7 +40,7 @@ Gather = Callable[[Tensor], Tensor]
 # The default for a weight read from the estimated ratio (benchmarks/results/study/, docs/math.md).
 # The estimator is untrained at step 0, so its weights are noise until it has seen the student:
 # without the ramp lsif loses modes within the first 500 steps and never gets them back.
-STABILISED = {"normalize": "ema-bins", "truncate": 5.0, "warmup": 500}
+STABILISED = {"normalize": "ema-bins", "truncate": 2.0, "warmup": 500}
 
 
 def constant_weight(div: Divergence) -> bool:
@@ -53,7 +53,7 @@ def resolve(cfg: WeightingConfig, div: Divergence) -> WeightingConfig:
     """The weighting a run uses: "auto" and None filled in from the divergence, explicit values kept.
 
     A constant weight (reverse-KL: DMD) needs nothing. Any other weight comes from the estimated
-    ratio and gets STABILISED: per-time-bin normalisation, truncation at 5x the bin's mean, and a
+    ratio and gets STABILISED: per-time-bin normalisation, truncation at 2x the bin's mean, and a
     500-step ramp from DMD. The rule reads the weight, never the divergence's name, so a plugin's
     divergence gets the same treatment.
     """
