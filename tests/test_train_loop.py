@@ -36,6 +36,9 @@ def test_tiny_run_writes_the_run_directory(tmp_path) -> None:
         assert (root / name).is_file(), name
     assert (root / "checkpoints" / "step-0000006" / "train_state.safetensors").is_file()
     assert any((root / "tb").rglob("events.out.tfevents.*"))
+    usual = (root / "generator.safetensors").stat().st_mode & 0o777  # every file of a run: the umask's mode
+    assert {p.name: p.stat().st_mode & 0o777 for p in (root / "checkpoints").rglob("*.safetensors")} == {
+        p.name: usual for p in (root / "checkpoints").rglob("*.safetensors")}
     config = json.loads((root / "config.json").read_text())
     assert RunConfig.from_dict(config["config"]) == tiny(tmp_path)
     assert config["components"]["divergence"]["dist"] == "bregzoo"

@@ -83,6 +83,14 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         os.fsync(f.fileno())
 
 
+def usual_permissions(root: str | os.PathLike) -> None:
+    """Give every file under ``root`` the permissions a plain open() would (umask applied): some
+    writers, safetensors' own among them, create 0600 files, unlike everything else in a run."""
+    for path in Path(root).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~_UMASK)
+
+
 def save_file(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """Save tensors as safetensors, atomically. Tensors are made contiguous and moved to the CPU."""
     from safetensors.torch import save

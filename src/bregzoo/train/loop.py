@@ -245,6 +245,7 @@ class Distiller:
             if self.ema is not None:
                 state.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
             io.save_file(state, tmp / "train_state.safetensors", metadata={"step": str(self.step)})
+            io.usual_permissions(tmp)  # accelerate's model.safetensors arrive 0600
         acc.wait_for_everyone()
         if acc.is_main_process:
             io.replace_dir(tmp, final)

@@ -15,11 +15,11 @@ from bregzoo import io
 
 def _scatter(ax: Any, x: Tensor, dataset: Any, title: str, lim: float) -> None:
     x = rearrange(x.detach().float().cpu(), "n ... -> n (...)")
-    ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, color="tab:blue", linewidths=0)
+    ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.4, color="tab:blue", linewidths=0)
     means = getattr(dataset, "means", None)
     if means is not None and means.shape[1] >= 2:
         m = means.detach().cpu().float()
-        ax.scatter(m[:, 0], m[:, 1], marker="x", s=60, color="tab:red", label="modes")
+        ax.scatter(m[:, 0].numpy(), m[:, 1].numpy(), marker="x", s=60, color="tab:red", label="modes")
         ax.legend(loc="upper right", fontsize=7)
     ax.set(title=title, xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
 
@@ -28,7 +28,7 @@ def _grid(ax: Any, x: Tensor, title: str) -> None:
     x = x[:64].detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5
     side = int(len(x) ** 0.5)
     img = rearrange(x[: side * side], "(r c) ch h w -> (r h) (c w) ch", r=side)
-    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
+    ax.imshow((img.squeeze(-1) if img.shape[-1] == 1 else img).numpy(), cmap="gray")  # matplotlib wants arrays
     ax.set(title=title, xticks=[], yticks=[])
 
 
