@@ -126,3 +126,29 @@ def test_existing_foreign_directory_is_refused(tmp_path) -> None:
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert invoke("train", *TINY, "--out", tmp_path, "--overwrite").exit_code == 0
     assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_eval_of_a_2d_run_uses_the_runs_own_metrics_and_names_a_misfit(tmp_path) -> None:
+    out = tmp_path / "run"
+    assert invoke("train", *TINY, "--out", out).exit_code == 0
+    res = invoke("eval", out, "-n", 200, "--json")
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.stdout)["metrics"]) == {"mode_recall", "modes_covered"}  # the run's final_metrics
+    res = invoke("eval", out, "-n", 200, "--metrics", "fid")
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "metric 'fid' does not fit this data (samples of shape (2,))" in res.output
+    assert "leave --metrics out" in res.output
+
+
+def test_the_end_of_run_table_says_which_way_is_better_and_gives_a_verdict(tmp_path) -> None:
+    from bregzoo_cli.train_cmd import verdict
+
+    flags = [a for a in TINY if a != "-q"]
+    args = ["train", *flags, "--set", 'eval.final_metrics=["mmd","nll"]', "--out", str(tmp_path / "r")]
+    res = runner.invoke(get_app(), args, env={"COLUMNS": "160"})  # rich wraps headers at CliRunner's 80
+    assert res.exit_code == 0, res.output
+    assert "better" in res.output and "lower" in res.output and "exact samples" in res.output
+    assert "student vs teacher" in res.output
+    assert (verdict("lower", 1.0, 2.0, None), verdict("lower", 3.0, 2.0, None)) == ("as good or better", "worse")
+    assert (verdict("higher", 0.9, 0.99, 0.989), verdict("exact", 0.5, 0.1, 0.3)) == ("worse", "further from exact")
+    assert verdict("", 1.0, 2.0, 1.5) == "" and verdict("lower", 1.0, None, None) == ""

@@ -109,8 +109,12 @@ def test_out_dir_rules(tmp_path) -> None:
         train(tiny(tmp_path, "notes", **{"train.steps": 1}), check=False)
     train(tiny(tmp_path, "notes", **{"train.steps": 1}), check=False, overwrite=True)
     assert (other / "keep.txt").read_text() == "mine" and (other / "generator.safetensors").is_file()
-    # An earlier bregzoo run is simply replaced.
-    train(tiny(tmp_path, "notes", **{"train.steps": 1}), check=False)
+    # An earlier bregzoo run is never replaced by a repeated command: only with overwrite.
+    before = (other / "generator.safetensors").read_bytes()
+    with pytest.raises(BregzooError, match="already holds a bregzoo run .finished, last checkpoint at step 1.*--resume"):
+        train(tiny(tmp_path, "notes", **{"train.steps": 1}), check=False)
+    assert (other / "generator.safetensors").read_bytes() == before
+    train(tiny(tmp_path, "notes", **{"train.steps": 1}), check=False, overwrite=True)
     with pytest.raises(BregzooError, match="not a bregzoo run directory"):
         train(tiny(tmp_path, "fresh"), resume=True, check=False)
 

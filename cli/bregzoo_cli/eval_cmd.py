@@ -11,7 +11,7 @@ import typer
 
 def evaluate(
     target: Annotated[str, typer.Argument(metavar="RUN_OR_TEACHER", help="A run directory (or generator .safetensors): the 1-step student. A teacher directory, a diffusers DDPM folder or a teacher name: its K-step sampler.")],
-    metrics: Annotated[str, typer.Option(help="Comma-separated metric names (see 'bregzoo plugins'), e.g. fid,kid,prc.")] = "fid,kid,prc",
+    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metric names (see 'bregzoo plugins'), e.g. fid,kid,prc. [default: the run's own final metrics; for a teacher fid,kid,prc on images, the exact mixture metrics on vectors]")] = None,
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 1000,
     steps: Annotated[Optional[int], typer.Option(help="Teacher sampler steps K. [default: the teacher's own, else 40]")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="Teacher sampler: heun or euler. [default: the teacher's own, else heun]")] = None,
@@ -35,9 +35,9 @@ def evaluate(
 
     if threads:
         torch.set_num_threads(threads)
-    names = tuple(m.strip() for m in metrics.split(",") if m.strip())
-    if not names:
-        raise BregzooError("--metrics is empty; give e.g. --metrics fid,kid,prc")
+    names = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics is not None else None
+    if names == ():
+        raise BregzooError("--metrics is empty; give e.g. --metrics fid,kid,prc, or leave it out")
     split_arg = None if split.lower() == "none" else split
     path = Path(os.path.expanduser(target))
     if is_run_dir(path) or (path.is_file() and path.suffix == ".safetensors"):

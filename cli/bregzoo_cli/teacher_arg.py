@@ -53,8 +53,10 @@ def resolve_teacher(value: str) -> TeacherArg:
         raise BregzooError(f"teacher directory '{path}' is neither a 'bregzoo teach' directory nor a diffusers "
                            "UNet2DModel folder (no config.json there or under unet/)")
     if looks_like_path(value):
-        raise BregzooError(f"teacher directory '{path}' does not exist; train one with 'bregzoo teach --out {value}' "
-                           "or give a registry name (bregzoo plugins lists them)")
+        raise BregzooError(f"teacher directory '{path}' does not exist; for a diffusers DDPM teacher put its "
+                           f"folder there (the files of e.g. google/ddpm-cifar10-32: config.json and the weights, "
+                           f"downloaded beforehand; nothing is downloaded at run time), train one with "
+                           f"'bregzoo teach --out {value}', or give a registry name (bregzoo plugins lists them)")
     return TeacherArg(value, "name")
 
 

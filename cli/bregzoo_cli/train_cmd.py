@@ -88,7 +88,7 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every component name and parameter, print the resolved config as JSON and stop.")] = False,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quick unification checks before training.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Train even if a unification check fails.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an --out directory that is not a bregzoo run (only a run's own files are replaced).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in --out, or reuse an --out directory that is not a bregzoo run (only a run's own files are replaced). Without it an existing --out is refused.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no metrics table: one summary line at the end (the metrics are in the run directory's metrics.jsonl).")] = False,
 ) -> None:
     """Distill a teacher into a one-step generator by Bregman density-ratio matching (Di-Bregman).
@@ -155,6 +155,8 @@ class _Progress:
 
 
 def _report(result: Any, quiet: bool = False) -> None:
+    """The end-of-run table: each metric with its direction, the student beside the teacher sampler
+    and the exact-sample floor, and which side the student is on."""
     passed = sum(bool(c.get("passed")) for c in result.checks)
     if quiet:
         checks = f"; {passed}/{len(result.checks)} claims passed" if result.checks else ""
@@ -168,13 +170,30 @@ def _report(result: Any, quiet: bool = False) -> None:
         console.print(f"checks: {passed}/{len(result.checks)} unification claims passed (recorded in config.json)")
     table = Table(title=f"{result.steps} steps in {result.seconds:.0f} s  ->  {result.run_dir}")
     table.add_column("metric")
+    table.add_column("better", style="dim")
     table.add_column("student (1 step)", justify="right")
     table.add_column("teacher sampler", justify="right")
     if result.exact:
         table.add_column("exact samples (floor)", justify="right")
+    table.add_column("student vs teacher")
     fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
     for key in result.student:
+        better = result.better.get(key, "")
         cells = [fmt(result.student[key]), fmt(result.teacher.get(key))]
-        table.add_row(key, *cells, *([fmt(result.exact.get(key))] if result.exact else []))
+        table.add_row(key, better, *cells, *([fmt(result.exact.get(key))] if result.exact else []),
+                      verdict(better, result.student[key], result.teacher.get(key), result.exact.get(key)))
     console.print(table)
     console.print(f"samples: {Path(result.run_dir) / 'samples.png'}   weights: {Path(result.run_dir) / 'generator.safetensors'}")
+
+
+def verdict(better: str, student: float, teacher: float | None, exact: float | None) -> str:
+    """The student against the teacher sampler, read the way the metric says ("" when it says nothing)."""
+    if teacher is None or better not in ("lower", "higher", "exact"):
+        return ""
+    if better == "exact":
+        if exact is None:
+            return ""
+        gap = abs(student - exact) - abs(teacher - exact)
+        return "closer to exact" if gap <= 0 else "further from exact"
+    wins = student <= teacher if better == "lower" else student >= teacher
+    return "as good or better" if wins else "worse"

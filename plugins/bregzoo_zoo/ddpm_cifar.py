@@ -209,7 +209,10 @@ def ddpm_cifar(
 def _check_shape(data_shape: tuple[int, ...], config: dict[str, Any], who: str) -> None:
     levels = len(config["block_out_channels"])
     if len(data_shape) != 3:
-        raise BregzooError(f"{who}: needs image data (C, H, W), got shape {tuple(data_shape)}")
+        raise BregzooError(
+            f"{who}: needs image data (C, H, W), got shape {tuple(data_shape)} (the default task is the 2-D gmm8); "
+            f"give the teacher it distills, --teacher DIR (a diffusers DDPM folder such as google/ddpm-cifar10-32, "
+            f"downloaded beforehand), or --task cifar10 --data DIR (the cifar-10-batches-bin folder)")
     c, h, w = data_shape
     if c != config["in_channels"] or c != config["out_channels"]:
         raise BregzooError(f"{who}: the data has {c} channels but the network takes {config['in_channels']}")

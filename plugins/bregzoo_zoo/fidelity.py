@@ -193,6 +193,12 @@ class FidelityMetric:
     def __init__(self, which: str, **options: Any) -> None:
         self.which, self.options = which, options
 
+    @property
+    def better(self) -> dict[str, str]:
+        """How to read each output (CLI tables)."""
+        return {"fid": {"fid": "lower"}, "kid": {"kid": "lower"},
+                "prc": {"precision": "higher", "recall": "higher", "f_score": "higher"}}[self.which]
+
     def __call__(self, samples: Tensor, dataset: Any) -> dict[str, float]:
         return compute_fidelity(samples, dataset, metrics=(self.which,), **self.options)
 

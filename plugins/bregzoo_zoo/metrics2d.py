@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from einops import rearrange
@@ -118,6 +119,8 @@ class MMD:
     samples are subsampled by a seeded permutation; the reference has as many points unless ``n_ref``.
     """
 
+    better: ClassVar[dict[str, str]] = {"mmd2": "lower", "mmd2_b": "lower"}  # how to read each output (CLI tables)
+
     bandwidths: tuple[float, ...] | float | str = (0.1, 0.2, 0.5, 1.0, 2.0)
     n_ref: int | None = None
     seed: int = REFERENCE_SEED
@@ -153,6 +156,8 @@ class W2:
     two finite samples put different counts on each mode; so compare samplers at equal n.
     """
 
+    better: ClassVar[dict[str, str]] = {"w2": "lower"}  # how to read each output (CLI tables)
+
     seed: int = REFERENCE_SEED
     max_points: int = 2000
 
@@ -172,6 +177,8 @@ class ModeRecall:
     a mode below a fifth of its mass counts as having lost it. Any mode needs at least one sample.
     """
 
+    better: ClassVar[dict[str, str]] = {"mode_recall": "higher", "modes_covered": "higher"}  # how to read each output (CLI tables)
+
     min_share: float = 0.2
     radius: float = 3.0
 
@@ -190,6 +197,8 @@ class ModeRecall:
 class Precision:
     """Fraction of samples within ``radius`` std_k of some mode k (0.9889 for exact samples in 2-D)."""
 
+    better: ClassVar[dict[str, str]] = {"precision": "higher"}  # how to read each output (CLI tables)
+
     radius: float = 3.0
 
     def __call__(self, samples: Tensor, dataset: object) -> dict[str, float]:
@@ -205,6 +214,8 @@ class NLL:
 
     Exact samples give the mixture's entropy; a student that collapses onto modes can score lower.
     """
+
+    better: ClassVar[dict[str, str]] = {"nll": "exact"}  # how to read each output (CLI tables)
 
     def __call__(self, samples: Tensor, dataset: object) -> dict[str, float]:
         _need(dataset, ("means", "stds", "weights", "log_prob"), "nll")

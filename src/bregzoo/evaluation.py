@@ -63,8 +63,23 @@ def run_metrics(samples: Tensor, dataset: Any, metrics: tuple[str, ...] | list[s
     """Each named metric from the registry, results merged."""
     out: dict[str, float] = {}
     for spec in metrics:
-        out.update({k: float(v) for k, v in create_metric(spec)(samples, dataset).items()})
+        try:
+            values = create_metric(spec)(samples, dataset)
+        except BregzooError as exc:  # e.g. an image metric on 2-D points: say which metric, and what fits
+            shape = tuple(getattr(dataset, "data_shape", tuple(samples.shape[1:])))
+            raise BregzooError(f"metric {spec!r} does not fit this data (samples of shape {shape}): {exc}; "
+                               f"leave --metrics out for the task's own metrics ({', '.join(default_metrics(shape))})"
+                               ) from None
+        out.update({k: float(v) for k, v in values.items()})
     return out
+
+
+def default_metrics(data_shape: tuple[int, ...]) -> tuple[str, ...]:
+    """The metrics that fit data of this shape: FID/KID/precision-recall for images, the exact
+    mixture metrics (with the run's own evaluation) for vectors."""
+    from bregzoo.config import EvalConfig
+
+    return ("fid", "kid", "prc") if len(data_shape) == 3 else EvalConfig().final_metrics
 
 
 def timed_batches(draw: Callable[[Tensor], Tensor], shape: tuple[int, ...], n: int, seed: int, batch: int) -> tuple[Tensor, float]:
@@ -80,7 +95,7 @@ def timed_batches(draw: Callable[[Tensor], Tensor], shape: tuple[int, ...], n: i
     return torch.cat(out), seconds
 
 
-def evaluate_teacher(teacher: str, dataset: str, schedule: str, metrics: tuple[str, ...] | list[str], n: int = 1000,
+def evaluate_teacher(teacher: str, dataset: str, schedule: str, metrics: tuple[str, ...] | list[str] | None, n: int = 1000,
                      steps: int = 40, method: str = "heun", seed: int = 0, batch: int = 500, split: str | None = "test") -> EvalResult:
     """The teacher ``teacher`` (a registry spec) sampled with its ``steps``-step ODE solver, against ``dataset``."""
     if n < 2:
@@ -89,13 +104,14 @@ def evaluate_teacher(teacher: str, dataset: str, schedule: str, metrics: tuple[s
     sched = make_schedule(name, **params)
     train_set = create_dataset(dataset)
     model = create_teacher(teacher, dataset=train_set, schedule=sched).eval()
+    metrics = metrics or default_metrics(tuple(train_set.data_shape))
     x, seconds = timed_batches(lambda e: sample_ode(model.denoise, sched, e, steps, method), tuple(train_set.data_shape), n, seed, batch)
     ref, shown = reference_dataset(dataset, split)
     nfe = steps if method == "euler" else 2 * steps - 1
     return EvalResult("teacher", teacher, shown, n, steps, nfe, seconds, run_metrics(x, ref, metrics))
 
 
-def evaluate_student(path: str, metrics: tuple[str, ...] | list[str], n: int = 1000, seed: int = 0, batch: int = 500,
+def evaluate_student(path: str, metrics: tuple[str, ...] | list[str] | None, n: int = 1000, seed: int = 0, batch: int = 500,
                      dataset: str | None = None, split: str | None = "test") -> EvalResult:
     """The one-step student of a run directory (or generator file), against its task's ``split``."""
     from bregzoo.train.build import generate
@@ -104,6 +120,7 @@ def evaluate_student(path: str, metrics: tuple[str, ...] | list[str], n: int = 1
     if n < 2:
         raise BregzooError(f"-n must be >= 2, got {n}")
     student = load_student(path)
+    metrics = metrics or student.config.eval.final_metrics  # what the run itself reported
     gen = student.generator.eval()
     x, seconds = timed_batches(lambda e: generate(gen, student.schedule, e), student.data_shape, n, seed, batch)
     ref, shown = reference_dataset(dataset or student.config.task, split)

@@ -27,3 +27,12 @@ def evaluate(samples: Tensor, dataset: Any, metrics: tuple[str, ...] | list[str]
     for spec in metrics:
         out.update({k: float(v) for k, v in _metric(spec)(samples, dataset).items()})
     return out
+
+
+def directions(*specs: str) -> dict[str, str]:
+    """How each metric output reads: "lower" or "higher" is better, or "exact" (closest to the task's
+    exact samples). A metric says so with a ``better`` mapping; outputs it leaves out have none."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        out.update(getattr(_metric(spec), "better", {}) or {})
+    return out

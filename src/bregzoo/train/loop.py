@@ -31,7 +31,7 @@ from bregzoo.train.build import Parts, build, generate, resolve
 from bregzoo.train.checks import require_passed, run_claim_checks
 from bregzoo.train.ema import EMA
 from bregzoo.errors import BregzooError, NonFiniteError
-from bregzoo.train.evaluate import evaluate
+from bregzoo.train.evaluate import directions, evaluate
 from bregzoo.train.export import save_student
 from bregzoo.train.plots import save_samples_png
 from bregzoo.train.weighting import WeightNormaliser, constant_weight
@@ -51,6 +51,7 @@ class RunResult:
     student: dict[str, float] = field(default_factory=dict)
     teacher: dict[str, float] = field(default_factory=dict)
     exact: dict[str, float] = field(default_factory=dict)  # the task's own samples: the metrics' noise floor
+    better: dict[str, str] = field(default_factory=dict)  # metric key -> "lower" | "higher" | "exact" is better
     checks: list[dict[str, Any]] = field(default_factory=list)
     main_process: bool = True
 
@@ -473,7 +474,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             run.log({"step": distiller.step, "split": "final-teacher", **teacher_m})
         acc.wait_for_everyone()
         return RunResult(run.root, distiller.step, time.perf_counter() - started, student_m, teacher_m, exact_m,
-                         checks, acc.is_main_process)
+                         directions(*cfg.eval.final_metrics), checks, acc.is_main_process)
     finally:
         if accelerator is None:
             acc.end_training()  # finishes trackers and destroys the process group (gloo aborts at exit otherwise)

@@ -97,12 +97,22 @@ def is_run_dir(path: Path) -> bool:
 def prepare(path: str | Path, overwrite: bool = False) -> RunDir:
     """Make ``path`` ready for a fresh run.
 
-    An earlier bregzoo run there is replaced. A non-empty directory that is not a bregzoo run is
-    refused unless ``overwrite``; even then only the files a run writes are removed, nothing else.
+    An earlier bregzoo run there, or a non-empty directory that is not a bregzoo run, is refused
+    unless ``overwrite`` (as accelerate and Lightning users expect: a finished run is never lost to a
+    repeated command); even then only the files a run writes are removed, nothing else.
     """
     root = Path(path)
     if root.exists() and not root.is_dir():
         raise BregzooError(f"--out {root} is a file, not a directory; choose another --out")
+    if is_run_dir(root) and not overwrite:
+        run = RunDir(root)
+        ckpt = run.latest_checkpoint()
+        state = ("finished" if run.generator.exists() else "unfinished") + (
+            f", last checkpoint at step {int(ckpt.name.split('-')[1])}" if ckpt else "")
+        raise BregzooError(
+            f"--out {root} already holds a bregzoo run ({state}); '--resume {root}' continues it (add --steps N "
+            f"for more steps), --overwrite replaces it (its checkpoints, generator and logs are deleted), "
+            "or choose another --out")
     if root.is_dir() and any(root.iterdir()) and not is_run_dir(root) and not overwrite:
         raise BregzooError(
             f"--out {root} exists and is not a bregzoo run directory; choose another --out "
