@@ -49,7 +49,7 @@ def divergences(
         for row in rows:
             params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
             table.add_row(row["name"], row["h"], row["omega"], params, row["summary"], row["provider"])
-        Console(width=200).print(table)
+        Console().print(table)  # the terminal's width (rich wraps the long columns), or COLUMNS
     if plot is not None:
         _plot_weights(names, plot)
         typer.echo(f"wrote {plot}")
@@ -73,9 +73,21 @@ def _plot_weights(names: list[str], path: Path) -> None:
     from bregzoo import create_divergence
 
     ell = torch.linspace(-5, 5, 401, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # Divergences with the same weight (reverse-kl and ukl, lsif and squared) draw one curve with one
+    # label, instead of one hidden under the other.
+    curves: list[tuple[list[str], torch.Tensor]] = []
     for name in names:
-        ax.plot(ell, create_divergence(name).log_weight(ell).exp(), label=name)
+        w = create_divergence(name).log_weight(ell).exp()
+        same = next((c for c in curves if torch.allclose(c[1], w, rtol=1e-9, atol=0)), None)
+        if same is None:
+            curves.append(([name], w))
+        else:
+            same[0].append(name)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    cmap = plt.get_cmap("tab10")
+    for i, (group, w) in enumerate(curves):  # colour and line style together: never two curves alike
+        ax.plot(ell.numpy(), w.numpy(), color=cmap(i % 10), ls=("-", "--", ":")[i // 10 % 3], lw=1.5,
+                label=" = ".join(group))
     ax.set(xlabel="log r = log(q/p)", ylabel="omega(r) = r h''(r)", yscale="log",
            title="Di-Bregman generator weights")
     ax.axvline(0, color="grey", lw=0.5)
