@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io as io_
+import json
 import statistics
 import sys
 import time
@@ -75,8 +77,10 @@ def plot_curves(data: dict, tasks: list[str], path: Path) -> None:
     axes[0, -1].legend(fontsize=7, ncol=2)
     fig.suptitle("one-step students against training steps (mean over seeds); black: exact samples, dotted: 2x floor")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io_.BytesIO()  # rendered in memory, written atomically
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    io.write_bytes(path, buf.getvalue())
 
 
 def bar_check(rows: list[dict], divergences: list[str]) -> list[str]:
@@ -109,6 +113,8 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", nargs="*", default=[], help="config overrides for every cell")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/distill_2d.md"))
+    parser.add_argument("--report-only", nargs="+", type=Path, metavar="JSON",
+                        help="train nothing: write the report from these earlier results (rows are joined)")
     args = parser.parse_args()
 
     _, common = parse_variant("common " + " ".join(args.sets))
@@ -116,18 +122,28 @@ def main() -> None:
                   ["benchmarks/distill_2d.py", *sys.argv[1:]])
     print("\n".join(head), flush=True)
     started = time.perf_counter()
-    cells = [(d, {"divergence": d, **common}, task, seed)
-             for seed in args.seeds for task in args.tasks for d in args.divergences]
-    rows = run_cells(cells, args.jobs, args.eval_every)
+    if args.report_only:
+        rows = [row for path in args.report_only for row in json.loads(path.read_text())]
+        args.tasks = [t for t in TASKS if any(r["task"] == t for r in rows)] + sorted(
+            {r["task"] for r in rows} - set(TASKS))
+        args.divergences = [d for d in DIVERGENCES if any(r["variant"] == d for r in rows)]
+    else:
+        cells = [(d, {"divergence": d, **common}, task, seed)
+                 for seed in args.seeds for task in args.tasks for d in args.divergences]
+        rows = run_cells(cells, args.jobs, args.eval_every)
+    sources = [f"rows from {j}, trained as its {j.with_suffix('.md')} says (command, revision, machine)"
+               for j in args.report_only or []]
     data = curves(rows)
     plot_curves(data, args.tasks, args.out.with_name(args.out.stem + "-curves.png"))
-    with open(args.out.with_name(args.out.stem + "-curves.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["task", "divergence", "step", "mmd2_b_over_floor", "mode_recall", "precision"])
-        for (task, div), pts in data.items():
-            w.writerows([task, div, *(round(v, 5) for v in p)] for p in pts)
+    text = io_.StringIO()
+    w = csv.writer(text)
+    w.writerow(["task", "divergence", "step", "mmd2_b_over_floor", "mode_recall", "precision"])
+    for (task, div), pts in data.items():
+        w.writerows([task, div, *(round(v, 5) for v in p)] for p in pts)
+    io.write_text(args.out.with_name(args.out.stem + "-curves.csv"), text.getvalue())
     text = "\n".join([*head, f"total {time.perf_counter() - started:.0f} s, {args.jobs} cells at a time",
-                      f"overrides for every cell: {common or 'none'}", "",
+                      f"overrides for every cell: {common or 'none'}",
+                      *sources, "",
                       table(rows, args.tasks, list(args.divergences)), *bar_check(rows, list(args.divergences)), ""])
     print("\n" + text)
     io.write_text(args.out, text)

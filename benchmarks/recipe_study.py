@@ -125,7 +125,7 @@ def table(rows: list[dict], tasks: list[str], variants: list[str]) -> str:
         for ref, label in (("exact", "exact samples (floor)"), ("teacher", "teacher Heun-40 from s=80")):
             get = lambda k: [r[ref][k] for r in by_seed]  # noqa: E731
             out.append(f"| {task} | {label} | {_ms(get('mmd2'), '.5f')} | {ratio_of_means(list(by_seed), ref, 'exact')} | | "
-                       f"{min(get('modes_covered'))} | {_ms(get('precision'), '.3f')} | {_ms(get('nll'), '.3f')} | |")
+                       f"{int(min(get('modes_covered')))} | {_ms(get('precision'), '.3f')} | {_ms(get('nll'), '.3f')} | |")
         k = len(ok[0]["student"]) and max(r["exact"]["modes_covered"] for r in ok)
         for v in variants:
             vr = [r for r in ok if r["variant"] == v]
@@ -138,7 +138,7 @@ def table(rows: list[dict], tasks: list[str], variants: list[str]) -> str:
             note = f" ({failed} failed)" if failed else ""
             out.append(
                 f"| {task} | {v}{note} | {_ms(get('mmd2'), '.5f')} | {ratio_of_means(vr, 'student', 'exact')} | "
-                f"{ratio_of_means(vr, 'student', 'teacher')} | {min(modes) if modes else '–'}, {full}/{len(vr)} | "
+                f"{ratio_of_means(vr, 'student', 'teacher')} | {int(min(modes)) if modes else '–'}, {full}/{len(vr)} | "
                 f"{_ms(get('precision'), '.3f')} | {_ms(get('nll'), '.3f')} | {_ms([r['seconds'] for r in vr], '.0f')} |")
     return "\n".join(out)
 

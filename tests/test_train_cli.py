@@ -110,6 +110,13 @@ def test_train_resume_and_sample(tmp_path) -> None:
     again = invoke("train", "--resume", out, "--steps", "4", "--no-check", "-q")
     assert again.exit_code == 0, again.output
     assert RunConfig.load(out).train.steps == 4
+    before = (out / "config.json").read_bytes()
+    fewer = invoke("train", "--resume", out, "--steps", "3", "--no-check", "-q")  # the run is at step 4
+    assert fewer.exit_code == 2 and "already at step 4, past --steps 3" in fewer.output
+    assert (out / "config.json").read_bytes() == before  # config.json still says 4 steps
+    again = invoke("train", *TINY, "--out", out)  # the same command again: refused, nothing lost
+    assert again.exit_code == 2 and "already holds a bregzoo run (finished" in again.output
+    assert (out / "config.json").read_bytes() == before
     result = invoke("sample", out, "-n", "123", "--out", tmp_path / "x.pt", "--seed", "5")
     assert result.exit_code == 0, result.output
     x = torch.load(tmp_path / "x.pt", weights_only=True)

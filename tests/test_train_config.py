@@ -94,3 +94,16 @@ def test_replace_rejects_unknown_dotted_keys() -> None:
 def test_invalid_toml_is_a_user_error() -> None:
     with pytest.raises(BregzooError, match="invalid TOML"):
         RunConfig.from_toml("steps = = 3")
+
+
+def test_config_reads_are_bounded_and_only_regular_files(tmp_path) -> None:
+    # --config /dev/zero read 6.6 GB in 24 s; a FIFO or device is refused before any read
+    with pytest.raises(BregzooError, match="not a regular file"):
+        RunConfig.load("/dev/zero")
+    big = tmp_path / "big.json"
+    big.write_text('{"train": {"steps": 1}}' + " " * (2**20 + 10))
+    with pytest.raises(BregzooError, match="larger than 1 MiB"):
+        RunConfig.load(big)
+    ok = tmp_path / "ok.json"
+    ok.write_text('{"train": {"steps": 3}}')
+    assert RunConfig.load(ok).train.steps == 3

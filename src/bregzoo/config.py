@@ -25,6 +25,7 @@ from bregzoo.errors import BregzooError
 from bregzoo.registry import parse_spec
 
 COMPONENTS = ("task", "teacher", "schedule", "backbone", "divergence", "estimator")
+MAX_CONFIG_BYTES = 2**20  # a config is a few KiB; anything larger is not one, and is never read whole
 
 
 def _require(ok: bool, message: str) -> None:
@@ -201,8 +202,15 @@ class RunConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
+        if path.exists() and not path.is_file():  # /dev/zero, a FIFO: reading would never end
+            raise BregzooError(f"config file {path} is not a regular file; give a .toml or .json file")
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as f:
+                raw = f.read(MAX_CONFIG_BYTES + 1)
+            if len(raw) > MAX_CONFIG_BYTES:
+                raise BregzooError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB; a bregzoo "
+                                   "config is a few KiB ('bregzoo train --dry-run' prints one)")
+            text = raw.decode("utf-8")
         except FileNotFoundError:
             raise BregzooError(f"config file {path} does not exist") from None
         except UnicodeDecodeError as exc:

@@ -392,6 +392,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         if resume:  # load before writing anything: a checkpoint that cannot be read leaves the run untouched
             ckpt = run.latest_checkpoint()
             distiller.load_checkpoint(ckpt)
+            if cfg.train.steps < distiller.step:  # before config.json is rewritten: it would claim fewer steps
+                raise BregzooError(f"--resume {root}: the run is already at step {distiller.step}, past --steps "
+                                   f"{cfg.train.steps}; give --steps {distiller.step} or more (or leave it out)")
         if acc.is_main_process:
             io.write_json(run.config, {
                 rundir.MARKER: 1, "config": cfg.to_dict(), "components": parts.provenance,
