@@ -135,6 +135,18 @@ CASES = [
     ("steps-not-a-number", None, ["train", "--steps", "abc"], ["'--steps'", "integer", "train --help"]),
     ("misspelt-option", None, ["train", "--stpes", "3"], ["--stpes", "--steps", "train --help"]),
     ("unknown-command", None, ["trian"], ["'trian'", "--help"]),
+    # Tracebacks, unbounded reads and lost runs that were still reachable (issue O):
+    ("bool-as-number", None, ["train", "--divergence", "power:alpha=true"], ["alpha", "finite number"]),
+    ("config-from-a-device", None, ["train", "--config", "/dev/zero"], ["/dev/zero", "not a regular file"]),
+    ("out-is-a-finished-run", lambda d, r: shutil.copytree(r, d / "run"), ["train", "--out", "run"],
+     ["already holds a bregzoo run", "--resume run", "--overwrite"]),
+    ("sample-unknown-device", lambda d, r: shutil.copy(r / "generator.safetensors", d / "g.safetensors"),
+     ["sample", "g.safetensors", "--device", "banana"], ["'banana'", "not a device"]),
+    ("sample-absent-cuda-device", lambda d, r: shutil.copy(r / "generator.safetensors", d / "g.safetensors"),
+     ["sample", "g.safetensors", "--device", "cuda:7"], ["cuda:7", "CUDA device"]),
+    ("eval-zero-batch", lambda d, r: shutil.copytree(r, d / "run"), ["eval", "run", "--batch", "0"], ["--batch", ">= 1"]),
+    ("eval-negative-threads", lambda d, r: shutil.copytree(r, d / "run"), ["eval", "run", "--threads", "-3"],
+     ["--threads", ">= 0"]),
 ]
 
 
@@ -175,7 +187,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, monkeypatch,
 
 # The train cases that only a run can find: they need the data, a checkpoint, or the output directory,
 # which --dry-run does not touch. Every other train case must be refused by --dry-run too.
-RUN_ONLY = {"resume-truncated-checkpoint", "resume-wrong-architecture", "missing-dataset-dir",
+RUN_ONLY = {"out-is-a-finished-run", "resume-truncated-checkpoint", "resume-wrong-architecture", "missing-dataset-dir",
             "dataset-wrong-image-shape", "out-exists-not-a-run", "out-unwritable"}
 DRY_CASES = [c for c in CASES if c[2][0] == "train" and c[0] not in RUN_ONLY]
 

@@ -33,6 +33,10 @@ def evaluate(
     from bregzoo.train.rundir import is_run_dir
     from bregzoo_cli.teacher_arg import resolve_teacher, same_schedule
 
+    if batch < 1:
+        raise BregzooError(f"--batch must be >= 1, got {batch}")
+    if threads < 0:
+        raise BregzooError(f"--threads must be >= 0 (0: torch's default), got {threads}")
     if threads:
         torch.set_num_threads(threads)
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics is not None else None

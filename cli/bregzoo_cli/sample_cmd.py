@@ -26,6 +26,7 @@ def sample(
         raise BregzooError(f"-n must be >= 1, got {n}")
     if out.suffix not in (".pt", ".png"):
         raise BregzooError(f"--out {out}: use a .pt or .png file name")
+    io.check_device(device)
     student = load_student(run)
     x = student.sample(n, seed=seed, device=device)
     if out.suffix == ".pt":

@@ -239,7 +239,8 @@ class Power(Divergence):
 
     def __post_init__(self) -> None:
         require(
-            isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > -1,
+            isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool)  # true is not a number
+            and math.isfinite(self.alpha) and self.alpha > -1,
             f"power: alpha must be a finite number > -1, got {self.alpha!r} (alpha = 0 is reverse-kl)",
         )
 

@@ -163,3 +163,25 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_device(spec: str) -> str:
+    """A torch device string that exists on this machine, or a user error saying what does.
+
+    >>> check_device("cpu")
+    'cpu'
+    """
+    import torch
+
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise BregzooError(f"--device {spec!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise BregzooError(f"--device {spec}: this machine has {count} CUDA device(s)"
+                               f"{'' if count == 0 else f' (cuda:0 to cuda:{count - 1})'}; use --device cpu")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BregzooError(f"--device {spec}: MPS is not available on this machine; use --device cpu")
+    return spec
