@@ -237,3 +237,15 @@ def test_a_stored_cell_survives_a_new_config_field_but_not_a_changed_value():
     assert same_config({"train": {"steps": 3}, "task": "gmm8"}, now)
     assert not same_config({"train": {"steps": 4}, "task": "gmm8"}, now)
     assert not same_config({"train": {"steps": 3, "gone": 1}, "task": "gmm8"}, now)
+
+
+def test_a_smoke_suite_says_it_ranks_nothing(tmp_path):
+    from bregzoo.bench.leaderboard import to_markdown
+    from bregzoo.bench.plots import _modes
+
+    results = [record("reverse-kl", 0, 0.02), record("bkl", 0, 0.01)]
+    smoke = parse_suite({**suite_data(), "suite": {"name": "t", "smoke": True}})
+    assert "Smoke test" in to_markdown(build(smoke, results))
+    assert "Smoke test" not in to_markdown(build(parse_suite(suite_data()), results))
+    assert load_suite("quick").smoke and not load_suite("standard").smoke
+    assert len(_modes("gmm8")) == 8 and _modes("nosuch") == []  # the montage marks each task's modes

@@ -89,7 +89,8 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
         tasks[task] = {"primary": primary, "higher_is_better": higher, "metrics": metrics, "rows": rows,
                        "teacher": teacher, "baseline": BASELINE if base else None,
                        "budget": _budget(recs)}
-    return {"bregzoo_leaderboard": 1, "suite": suite.name, "source": suite.source, "tasks": tasks}
+    return {"bregzoo_leaderboard": 1, "suite": suite.name, "source": suite.source, "smoke": suite.smoke,
+            "tasks": tasks}
 
 
 def _budget(recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -137,6 +138,9 @@ def _pct(x: float | None) -> str:
 def to_markdown(board: dict[str, Any], skipped: list[dict[str, str]] | None = None) -> str:
     """One table per task; the teacher sampler's row at the bottom for reference."""
     lines = [f"# Leaderboard: suite `{board['suite']}`", ""]
+    if board.get("smoke"):
+        lines += ["> **Smoke test.** This suite checks that the benchmark pipeline runs, at a toy budget; its "
+                  "order is noise and ranks nothing. The evidence is the `standard` suite.", ""]
     for task, t in board["tasks"].items():
         p, b = t["primary"], t["budget"]
         better = "higher" if t["higher_is_better"] else "lower"

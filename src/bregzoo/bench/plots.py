@@ -30,10 +30,25 @@ def _bars(ax: Any, task: str, t: dict[str, Any]) -> None:
     ax.set_title(f"{task}: {p} ({'higher' if t['higher_is_better'] else 'lower'} is better)", fontsize=9)
 
 
-def _scatter(ax: Any, pts: list, title: str, lim: float) -> None:
+def _modes(task: str) -> list[tuple[float, float]]:
+    """The task's mixture means (first two coordinates), or none when it has no modes to mark."""
+    from bregzoo.api import create_dataset
+    from bregzoo.errors import BregzooError
+
+    try:
+        means = getattr(create_dataset(task), "means", None)
+    except BregzooError:
+        return []
+    return [] if means is None or means.shape[1] < 2 else [(float(m[0]), float(m[1])) for m in means]
+
+
+def _scatter(ax: Any, pts: list, title: str, lim: float, modes: list[tuple[float, float]] = ()) -> None:
     if pts:
         xs, ys = zip(*[(p[0], p[1]) for p in pts])
         ax.scatter(xs, ys, s=2, alpha=0.5, linewidths=0)
+    if modes:  # a dropped mode shows as a red cross with no samples around it
+        mx, my = zip(*modes)
+        ax.scatter(mx, my, marker="x", s=14, color="tab:red", linewidths=0.8)
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
     ax.set_title(title, fontsize=7)
 
@@ -47,7 +62,7 @@ def _grid(ax: Any, imgs: list, title: str) -> None:
         x = torch.tensor(imgs[:16]).clamp(-1, 1) * 0.5 + 0.5
         side = int(len(x) ** 0.5)
         g = rearrange(x[: side * side], "(r c) ch h w -> (r h) (c w) ch", r=side)
-        ax.imshow(g.squeeze(-1) if g.shape[-1] == 1 else g, cmap="gray")
+        ax.imshow((g.squeeze(-1) if g.shape[-1] == 1 else g).numpy(), cmap="gray")
     ax.set(xticks=[], yticks=[])
     ax.set_title(title, fontsize=7)
 
@@ -79,14 +94,17 @@ def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -
         allv = [] if images else [abs(v) for _, pts in panels for p in pts for v in p[:2]]
         lim = (sorted(allv)[int(0.99 * (len(allv) - 1))] * 1.15 + 0.1) if allv else 1.0
         axs = sub.subplots(1, ncols, squeeze=False)[0]
+        modes = [] if images else _modes(task)
         for ax, (title, pts) in zip(axs, panels):
             if images:
                 _grid(ax, pts, title)
             else:
-                _scatter(ax, pts, title, lim)
+                _scatter(ax, pts, title, lim, modes)
         for ax in axs[len(panels):]:
             ax.axis("off")
-    fig.suptitle(f"bregzoo bench: suite {board['suite']} (samples: seed 0, best first)", fontsize=10)
+    smoke = " (a smoke test of the pipeline, not a ranking)" if board.get("smoke") else ""
+    fig.suptitle(f"bregzoo bench: suite {board['suite']}{smoke} (samples: seed 0, best first; x: modes)",
+                 fontsize=10)
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)

@@ -35,7 +35,7 @@ from bregzoo.registry import parse_spec
 
 SUITES_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "suites"  # the source tree's suites
 _SUITE_KEYS = {"suite", "config", "leaderboard", "group"}
-_HEAD_KEYS = {"name", "description"}
+_HEAD_KEYS = {"name", "description", "smoke"}
 _BOARD_KEYS = {"primary", "primary_by_task", "higher_is_better"}
 _GROUP_KEYS = {"name", "tasks", "divergences", "estimators", "seeds", "config", "rank_from", "requires",
                "missing_note"}
@@ -73,6 +73,7 @@ class Suite:
     higher_is_better: tuple[str, ...] = ()
     description: str = ""
     source: str = ""
+    smoke: bool = False  # a pipeline check at a toy budget: its leaderboard says it ranks nothing
 
     def primary_of(self, task: str) -> str:
         """The metric that ranks divergences on ``task``."""
@@ -158,7 +159,7 @@ def parse_suite(data: dict[str, Any], source: str = "") -> Suite:
                   config=common, primary=board.get("primary", "mmd2"),
                   primary_by_task=dict(board.get("primary_by_task", {})),
                   higher_is_better=tuple(board.get("higher_is_better", ())),
-                  description=head.get("description", ""), source=source)
+                  description=head.get("description", ""), source=source, smoke=bool(head.get("smoke", False)))
     for g in groups:  # fail on a bad config key now, not after an hour of running
         base_config(suite, g)
     return suite
