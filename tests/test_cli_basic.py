@@ -46,14 +46,19 @@ def test_plugins_json_lists_distribution_version_hooks_and_names():
 
 
 def test_divergences_lists_every_registered_one_with_formulas():
-    result = invoke("divergences")
-    assert result.exit_code == 0, result.output
+    from bregzoo_cli.app import get_app
+
     names = list_divergences()
     assert len(names) >= 12
-    assert f"{len(names)} divergences" in result.stdout
-    for name in names:
-        assert name in result.stdout
-    assert "r log r" in result.stdout and "(1 + a) r^a" in result.stdout
+    out = {}
+    for columns in (200, 80):  # the table follows the terminal's width; names are never split
+        result = runner.invoke(get_app(), ["divergences"], env={"COLUMNS": str(columns)})
+        assert result.exit_code == 0, result.output
+        out[columns] = result.stdout
+        assert f"{len(names)} divergences" in result.stdout
+        assert all(name in result.stdout for name in names), columns
+        assert max(len(line) for line in result.stdout.splitlines()) <= columns
+    assert "r log r" in out[200] and "(1 + a) r^a" in out[200]
 
 
 def test_divergences_json_matches_the_registry():

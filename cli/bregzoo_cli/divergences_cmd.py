@@ -44,7 +44,8 @@ def divergences(
         typer.echo(json.dumps(rows, indent=2))
     else:
         table = Table(title=f"{len(rows)} divergences (r = q_student / p_teacher)")
-        for col in ("name", "h(r)", "omega(r) = r h''(r)", "params", "known as", "from"):
+        table.add_column("name", no_wrap=True)  # a name is what a user copies: never split it
+        for col in ("h(r)", "omega(r) = r h''(r)", "params", "known as", "from"):
             table.add_column(col)
         for row in rows:
             params = ", ".join(f"{k}={v}" for k, v in row["params"].items())

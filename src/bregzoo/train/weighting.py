@@ -95,7 +95,9 @@ class WeightNormaliser:
         """log omega (float64) after clamping and the warm-up ramp, before normalisation."""
         # Always inside the range `bregzoo check` verifies every log_weight on (and a tighter clamp).
         limit = WEIGHT_LOG_RATIO_LIMIT if self.clamp is None else min(self.clamp, WEIGHT_LOG_RATIO_LIMIT)
-        ell = ell.detach().double().clamp(-limit, limit)
+        # log_weight sees the estimator's own dtype, as `bregzoo check`'s float32 claim verifies it;
+        # everything after it is float64.
+        ell = ell.detach().clamp(-limit, limit)
         log_w = self.div.log_weight(ell).double()
         if self.warmup > 0 and step < self.warmup:
             log_w = log_w * (step / self.warmup)
@@ -105,7 +107,8 @@ class WeightNormaliser:
         """omega (B,) for log-ratios ``ell`` (B,) at times ``t`` at generator step ``step``; ``gather``
         joins all processes."""
         log_w = self.log_weight(ell, step)
-        cap = math.inf if self.truncate is None else math.log(self.truncate)
+        broken = torch.isnan(log_w) | (log_w == math.inf)  # a broken weight must stop the run, never be
+        cap = math.inf if self.truncate is None else math.log(self.truncate)  # truncated into a finite one
         if self.mode == "batch":
             log_w = log_w - _log_mean_exp(gather(log_w))
             if self.truncate is not None:
@@ -118,7 +121,7 @@ class WeightNormaliser:
             all_w, all_t = gather(log_w).cpu(), gather(t.double()).cpu()
             self._update(all_w, all_t, cap)
             log_w = (log_w - self.bin_mean.to(log_w.device)[self.bin_of(t).to(log_w.device)].log()).clamp(max=cap)
-        return log_w.exp().float()
+        return torch.where(broken, math.nan, log_w.exp()).float()
 
     def _update(self, log_w: Tensor, t: Tensor, cap: float = math.inf) -> None:
         b = self.bin_of(t)
