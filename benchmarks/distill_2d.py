@@ -66,7 +66,8 @@ def plot_curves(data: dict, tasks: list[str], path: Path) -> None:
             pts = data.get((task, div))
             if pts:
                 drawn.setdefault(tuple(pts), []).append(div)
-        for i, (pts, names) in enumerate(drawn.items()):
+        for pts, names in drawn.items():
+            i = divs.index(names[0])  # a divergence keeps its colour in every panel
             style = dict(color=cmap(i % 10), ls=("-", "--", ":")[i // 10 % 3], lw=1.4, label=" = ".join(names))
             steps = [p[0] for p in pts]
             axes[0, j].plot(steps, [p[1] for p in pts], **style)
