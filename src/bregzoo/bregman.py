@@ -39,6 +39,13 @@ def soft_clamp(ell: Tensor, limit: float) -> Tensor:
     return ell + (ell.clamp(-limit, limit) - ell).detach()
 
 
+def clamped_log_weight(div: Divergence, ell: Tensor, clamp: float | None = None) -> Tensor:
+    """log omega at ``ell`` clamped to +-WEIGHT_LOG_RATIO_LIMIT (the range ``bregzoo check`` verifies)
+    and to a tighter ``clamp``; computed in ``ell``'s own dtype, as check's float32 claim verifies it."""
+    limit = WEIGHT_LOG_RATIO_LIMIT if clamp is None else min(clamp, WEIGHT_LOG_RATIO_LIMIT)
+    return div.log_weight(ell.detach().clamp(-limit, limit))
+
+
 def generator_weight(
     div: Divergence, ell: Tensor, clamp: float | None = None, normalize: bool = False
 ) -> Tensor:
@@ -46,9 +53,7 @@ def generator_weight(
 
     ``ell`` is always clamped to +-WEIGHT_LOG_RATIO_LIMIT, the range ``bregzoo check`` verifies.
     """
-    limit = WEIGHT_LOG_RATIO_LIMIT if clamp is None else min(clamp, WEIGHT_LOG_RATIO_LIMIT)
-    ell = ell.detach().clamp(-limit, limit)
-    log_w = div.log_weight(ell)
+    log_w = clamped_log_weight(div, ell, clamp)
     if normalize:  # divide by the batch mean in log space, so huge weights never overflow first
         log_w = log_w - (torch.logsumexp(log_w.flatten(), 0) - math.log(log_w.numel()))
     return log_w.exp()

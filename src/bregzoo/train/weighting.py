@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from bregzoo.bregman import WEIGHT_LOG_RATIO_LIMIT
+from bregzoo.bregman import clamped_log_weight
 from bregzoo.config import WeightingConfig
 from bregzoo.divergence import Divergence
 from bregzoo.schedules import Schedule
@@ -93,12 +93,7 @@ class WeightNormaliser:
 
     def log_weight(self, ell: Tensor, step: int = 0) -> Tensor:
         """log omega (float64) after clamping and the warm-up ramp, before normalisation."""
-        # Always inside the range `bregzoo check` verifies every log_weight on (and a tighter clamp).
-        limit = WEIGHT_LOG_RATIO_LIMIT if self.clamp is None else min(self.clamp, WEIGHT_LOG_RATIO_LIMIT)
-        # log_weight sees the estimator's own dtype, as `bregzoo check`'s float32 claim verifies it;
-        # everything after it is float64.
-        ell = ell.detach().clamp(-limit, limit)
-        log_w = self.div.log_weight(ell).double()
+        log_w = clamped_log_weight(self.div, ell, self.clamp).double()  # float64 from here on
         if self.warmup > 0 and step < self.warmup:
             log_w = log_w * (step / self.warmup)
         return log_w
