@@ -131,3 +131,30 @@ def test_a_broken_plugin_does_not_break_the_cli(fresh_host, extra_entry_points, 
     assert "acme-broken" in line and "acme_missing_dependency" in line
     listed = json.loads(invoke("plugins", "--json").stdout)
     assert next(i for i in listed if i["dist"] == "acme-broken")["error"].startswith("ImportError")
+
+
+def _modules_after(code: str) -> set[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_importing_the_errors_and_the_cli_does_not_import_torch():
+    assert "torch" not in _modules_after("import bregzoo.errors, bregzoo_cli.app")
+
+
+def test_a_builtin_commands_help_is_shown_without_loading_plugins_or_torch():
+    code = ("import sys, contextlib, io\nfrom bregzoo_cli import app\nsys.argv = ['bregzoo', 'train', '--help']\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as buf, contextlib.suppress(SystemExit):\n"
+            "    app.main()\nassert '--divergence' in buf.getvalue(), buf.getvalue()")
+    assert "torch" not in _modules_after(code)
+
+
+def test_the_package_names_still_resolve_lazily():
+    assert bregzoo.Divergence.__module__ == "bregzoo.divergence"
+    assert set(bregzoo.__all__) <= set(dir(bregzoo))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        bregzoo.nope  # noqa: B018
