@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from bregzoo import BregzooError, list_divergences
 from bregzoo.bench import compare, expand, load_suite, parse_suite, run_suite, to_text, write_outputs
-from bregzoo.bench.leaderboard import build, ranked_divergences
+from bregzoo.bench.leaderboard import build, ranked_divergences, to_markdown
 from bregzoo_cli.app import get_app
 
 # A tiny budget: the point is the pipeline, not the numbers (a cell takes a few seconds).
@@ -130,6 +130,24 @@ def test_leaderboard_ranks_by_mean_computes_delta_and_puts_failures_last():
     assert t["rows"][2]["metrics"]["mmd2"]["failed"] == 1
     assert t["teacher"]["metrics"]["mmd2"]["mean"] == pytest.approx(1e-4) and t["teacher"]["metrics"]["mmd2"]["n"] == 2
     assert ranked_divergences(suite, results)["2d"][:2] == ["bkl", "reverse-kl"]
+
+
+def test_the_markdown_names_a_rank_bought_with_dropped_modes():
+    suite = parse_suite(suite_data())
+
+    def rec(div, seed, mmd2, modes):
+        r = record(div, seed, mmd2, task="gmm25")
+        r["student"]["modes_covered"], r["teacher"]["modes_covered"] = modes, 25
+        return r
+
+    results = [rec("reverse-kl", s, 0.008, 11) for s in (0, 1)] + [rec("kl", s, 0.009, 20) for s in (0, 1)] + \
+              [rec("js", s, 0.010, 11.5) for s in (0, 1)]
+    board = build(suite, results)
+    text = to_markdown(board)
+    assert "Trade-off" in text and "#1 reverse-kl covers 11 modes, #2 kl 20" in text and "(teacher sampler: 25)" in text
+    assert "js covers" not in text  # half a mode fewer than nothing below it: not a trade
+    even = [rec("reverse-kl", 0, 0.008, 20), rec("kl", 0, 0.009, 20.5)]
+    assert "Trade-off" not in to_markdown(build(suite, even))
 
 
 def test_higher_is_better_metric_ranks_descending():

@@ -162,6 +162,7 @@ def to_markdown(board: dict[str, Any], skipped: list[dict[str, str]] | None = No
         lines.append("| — | *teacher sampler* " + f"({tr['sampler']}, {tr['steps']} steps)" + " | " + " | ".join(
             _cell(tr["metrics"][m]) for m in t["metrics"]) + " | — | " + str(tr["metrics"][p]["n"] if p in tr["metrics"]
                                                                              else 0) + " | — | — |")
+        lines += _tradeoff_lines(t)
         errors = sorted({e for r in t["rows"] for e in r["errors"]})
         if errors:
             lines += ["", "Failures: " + "; ".join(f"`{e}`" for e in errors)]
@@ -169,6 +170,41 @@ def to_markdown(board: dict[str, Any], skipped: list[dict[str, str]] | None = No
     for s in skipped or []:
         lines += [f"Skipped group `{s['group']}`: {s['note']}", ""]
     return "\n".join(lines)
+
+
+def tradeoffs(task: dict[str, Any], against: str = "modes_covered", margin: float = 1.0) -> list[dict[str, Any]]:
+    """Rows that rank above another row by the primary metric while covering at least ``margin`` fewer
+    modes than it (means over seeds; a fraction of a mode is seed noise, not a trade).
+
+    A low MMD² can come from a student that drops light modes and places the rest well (reverse-KL
+    on gmm25), so the rank alone hides what it trades. For each such row: the best-covering row
+    ranked below it, with both means of ``against``.
+    """
+    def mean(row: dict[str, Any]) -> float | None:
+        return (row["metrics"].get(against) or {}).get("mean")
+
+    out = []
+    rows = [r for r in task["rows"] if mean(r) is not None]
+    for i, row in enumerate(rows):
+        below = max(rows[i + 1:], key=mean, default=None)
+        if below is not None and mean(below) >= mean(row) + margin:
+            out.append({"row": row["name"], "rank": row["rank"], "value": mean(row),
+                        "other": below["name"], "other_rank": below["rank"], "other_value": mean(below)})
+    return out
+
+
+def _tradeoff_lines(task: dict[str, Any]) -> list[str]:
+    """The markdown note for ``tradeoffs``: the rank and what it costs in covered modes."""
+    found = tradeoffs(task)
+    if not found:
+        return []
+    teacher = (task["teacher"]["metrics"].get("modes_covered") or {}).get("mean")
+    of = f" (teacher sampler: {teacher:.3g})" if teacher is not None else ""
+    parts = [f"#{f['rank']} {f['row']} covers {f['value']:.3g} modes, #{f['other_rank']} {f['other']} "
+             f"{f['other_value']:.3g}" for f in found[:3]]
+    more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+    return ["", f"Trade-off: the {task['primary']} rank does not order mode coverage{of}: " + "; ".join(parts)
+            + more + ". Read the modes_covered column beside the rank."]
 
 
 def to_csv(board: dict[str, Any]) -> str:
