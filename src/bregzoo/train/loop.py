@@ -374,7 +374,8 @@ def _finite(d: dict[str, float]) -> dict[str, float]:
 
 def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, check: bool = True, force: bool = False,
           progress: Progress | None = None, accelerator: Any = None) -> RunResult:
-    """Distill ``cfg.teacher`` into a one-step (or ``train.student_steps``) generator; write the run directory ``cfg.out``.
+    """Distill ``cfg.teacher`` into a one-step (or ``train.student_steps``-step) generator; write the run
+    directory ``cfg.out``.
 
     ``resume`` continues the run in ``cfg.out`` from its latest checkpoint. ``check`` runs the quick
     unification claims for the divergence and estimator first (recorded in config.json); a failure

@@ -67,7 +67,8 @@ def generate(generator: nn.Module, schedule: Schedule, eps: Tensor, times: Seque
     if times is None:
         times, eps = (schedule.t_max,), eps.unsqueeze(1)
     if eps.shape[1] != len(times):
-        raise ValueError(f"noise for {len(times)} levels must have shape (B, {len(times)}, ...), got {tuple(eps.shape)}")
+        raise ValueError(f"noise for {len(times)} levels must have shape (B, {len(times)}, ...), "
+                         f"got {tuple(eps.shape)}")
     t = _level(times[0], eps)
     x = per_sample(schedule.sigma(t).to(eps.dtype), eps[:, 0]) * eps[:, 0]
     for i in range(len(times)):
