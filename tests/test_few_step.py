@@ -159,6 +159,34 @@ def test_the_step_noise_of_k_steps_carries_k_draws_and_a_level_per_sample_and_k1
         assert 0 <= int(draw["idx"].min()) and int(draw["idx"].max()) < 4
 
 
+def test_k_step_noise_tiles_across_processes_and_accumulation_matches_the_full_batch(tmp_path) -> None:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from bregzoo.train.loop import Distiller
+
+    cfg = tiny(tmp_path, divergence="lsif", **{"train.student_steps": 3, "weighting.gan": 0.1, "train.fake_updates": 2})
+    parts = build(cfg)
+    one = draw_step_noise(torch.Generator().manual_seed(5), parts, cfg.replace(**{"train.batch_size": 32}), 1, 0)
+    two = [draw_step_noise(torch.Generator().manual_seed(5), parts, cfg, 2, r) for r in (0, 1)]
+    for key in ("eps", "idx", "t", "z"):  # each process keeps its slice of the same global draw
+        assert torch.equal(one["gen"][key], torch.cat([two[0]["gen"][key], two[1]["gen"][key]], dim=1))
+
+    def params_after(c: RunConfig) -> dict[str, torch.Tensor]:
+        acc = Accelerator(cpu=True)
+        p = build(c)
+        d = Distiller(c, p, acc)
+        for _ in range(2):
+            d.train_step(draw_step_noise(d.rng, p, c, 1, 0))
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return {f"{n}.{k}": v.clone() for n, m in (("gen", p.generator), ("fake", p.fake), ("ratio", p.ratio))
+                for k, v in m.state_dict().items()}
+
+    full = params_after(cfg.replace(**{"train.batch_size": 32}))
+    accum = params_after(cfg.replace(**{"train.batch_size": 16, "train.grad_accum": 2}))
+    assert max(float((full[k] - accum[k]).abs().max()) for k in full) < 1e-6
+
+
 @pytest.mark.parametrize("k, divergence", [(2, "reverse-kl"), (4, "lsif")])
 def test_a_k_step_student_trains_ships_and_samples_with_its_k(tmp_path, k, divergence) -> None:
     cfg = tiny(tmp_path, divergence=divergence, **{"train.student_steps": k})
