@@ -267,3 +267,69 @@ def test_a_smoke_suite_says_it_ranks_nothing(tmp_path):
     assert "Smoke test" not in to_markdown(build(parse_suite(suite_data()), results))
     assert load_suite("quick").smoke and not load_suite("standard").smoke
     assert len(_modes("gmm8")) == 8 and _modes("nosuch") == []  # the montage marks each task's modes
+
+
+# -- k-step students in the grid ----------------------------------------------------------------------
+
+def test_student_steps_is_a_grid_axis_in_the_cell_id_and_config():
+    suite = parse_suite(suite_data(student_steps=[1, 2, 4], seeds=1, tasks=["gmm8"]))
+    cells = expand(suite, suite.groups[0])
+    assert len(cells) == 2 * 3 and len({c.id for c in cells}) == 6 and len({c.config_hash for c in cells}) == 6
+    assert [(c.divergence, c.student_steps, c.config.train.student_steps) for c in cells[:3]] == [
+        ("reverse-kl", 1, 1), ("reverse-kl", 2, 2), ("reverse-kl", 4, 4)]
+    # a one-step cell keeps the id it had before the axis existed; k > 1 is named before the seed
+    assert [c.id for c in cells[:3]] == ["2d--gmm8--reverse-kl--classifier--s0", "2d--gmm8--reverse-kl--classifier--k2--s0",
+                                         "2d--gmm8--reverse-kl--classifier--k4--s0"]
+    plain = parse_suite(suite_data(seeds=1, tasks=["gmm8"]))
+    assert [c.id for c in expand(plain, plain.groups[0])] == [c.id for c in cells if c.student_steps == 1]
+    # without the axis, a k set in the group's config is kept (not reset to 1)
+    fixed = parse_suite(suite_data(seeds=1, tasks=["gmm8"], config={"train.student_steps": 3}))
+    assert {(c.student_steps, c.config.train.student_steps) for c in expand(fixed, fixed.groups[0])} == {(3, 3)}
+    assert {c.id.split("--")[-2] for c in expand(fixed, fixed.groups[0])} == {"k3"}
+
+
+@pytest.mark.parametrize("steps", [[0, 2], [2, 2], [], ["4"], 1.5, [True]])
+def test_bad_student_steps_in_a_suite_name_the_key(steps):
+    with pytest.raises(BregzooError, match=r"group\[0\]\.student_steps"):
+        parse_suite(suite_data(student_steps=steps))
+
+
+def test_a_k_the_configured_levels_cannot_have_fails_when_the_suite_is_read():
+    with pytest.raises(BregzooError, match="has 2 levels but train.student_steps is 4"):
+        parse_suite(suite_data(student_steps=[2, 4], config={"train.student_steps": 2, "train.student_times": [2.0, 0.5]}))
+
+
+def test_leaderboard_has_a_row_per_k_with_the_delta_against_reverse_kl_at_the_same_k():
+    suite = parse_suite(suite_data(student_steps=[1, 4]))
+    results = []
+    for k, base in ((1, 0.02), (4, 0.01)):
+        for div, mmd in (("reverse-kl", base), ("lsif", base * 1.5)):
+            results += [{**record(div, s, mmd), "student_steps": k, "id": f"{div}-{k}-{s}"} for s in (0, 1)]
+    rows = {r["name"]: r for r in build(suite, results)["tasks"]["gmm8"]["rows"]}
+    assert set(rows) == {"reverse-kl / k=1", "lsif / k=1", "reverse-kl / k=4", "lsif / k=4"}
+    assert rows["reverse-kl / k=4"]["rank"] == 1 and rows["lsif / k=4"]["student_steps"] == 4
+    assert rows["lsif / k=4"]["delta_vs_baseline_pct"]["mmd2"] == pytest.approx(50.0)
+    assert rows["lsif / k=1"]["delta_vs_baseline_pct"]["mmd2"] == pytest.approx(50.0)
+    # records from before the axis read as one-step, and one k alone adds nothing to the names
+    old = [record("reverse-kl", 0, 0.02), record("lsif", 0, 0.03)]
+    assert {r["name"] for r in build(suite, old)["tasks"]["gmm8"]["rows"]} == {"reverse-kl", "lsif"}
+
+
+def test_a_suite_with_a_k_axis_runs_records_k_and_resumes(tmp_path):
+    text = TINY.replace('divergences = ["reverse-kl", "lsif"]', 'divergences = ["reverse-kl"]\nstudent_steps = [1, 2]')
+    path = tmp_path / "k.toml"
+    path.write_text(text.replace('tasks = ["gmm8", "gmm25"]', 'tasks = ["gmm8"]'))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(get_app(), ["bench", "--suite", str(path), "--out", str(out), "--workers", "1"],
+                             env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    recs = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    assert set(recs) == {"2d--gmm8--reverse-kl--classifier--s0", "2d--gmm8--reverse-kl--classifier--k2--s0"}
+    assert recs["2d--gmm8--reverse-kl--classifier--k2--s0"]["student_steps"] == 2
+    assert recs["2d--gmm8--reverse-kl--classifier--k2--s0"]["config"]["train"]["student_steps"] == 2
+    assert all(r["status"] == "ok" for r in recs.values())
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert {r["name"] for r in board["tasks"]["gmm8"]["rows"]} == {"reverse-kl / k=1", "reverse-kl / k=2"}
+    assert "reverse-kl / k=2" in res.output
+    run = run_suite(load_suite(path), out, workers=1)
+    assert (run.ran, run.reused) == (0, 2)

@@ -10,7 +10,7 @@ import typer
 
 
 def evaluate(
-    target: Annotated[str, typer.Argument(metavar="RUN_OR_TEACHER", help="A run directory (or generator .safetensors): the 1-step student. A teacher directory, a diffusers DDPM folder or a teacher name: its K-step sampler.")],
+    target: Annotated[str, typer.Argument(metavar="RUN_OR_TEACHER", help="A run directory (or generator .safetensors): the student, at the steps it was trained with. A teacher directory, a diffusers DDPM folder or a teacher name: its K-step sampler.")],
     metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metric names (see 'bregzoo plugins'), e.g. fid,kid,prc. [default: the run's own final metrics; for a teacher fid,kid,prc on images, the exact mixture metrics on vectors]")] = None,
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 1000,
     steps: Annotated[Optional[int], typer.Option(help="Teacher sampler steps K. [default: the teacher's own, else 40]")] = None,
@@ -23,7 +23,7 @@ def evaluate(
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Evaluate a one-step student (a run) or a teacher at K sampler steps against the dataset's test split."""
+    """Evaluate a student (a run, at its stored steps) or a teacher at K sampler steps against the dataset's test split."""
     import json
 
     import torch
@@ -45,8 +45,9 @@ def evaluate(
     split_arg = None if split.lower() == "none" else split
     path = Path(os.path.expanduser(target))
     if is_run_dir(path) or (path.is_file() and path.suffix == ".safetensors"):
-        if steps not in (None, 1) or sampler is not None:
-            raise BregzooError("a student samples in one step; --steps/--sampler apply to teachers only")
+        if steps is not None or sampler is not None:
+            raise BregzooError("a student samples with the steps it was trained with (train.student_steps, stored "
+                               "in its generator file); --steps/--sampler apply to teachers only")
         result = evaluate_student(str(path), names, n=n, seed=seed, batch=batch, dataset=dataset, split=split_arg)
     else:
         arg = resolve_teacher(target)
@@ -68,7 +69,7 @@ def _table(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    what = "student, 1 step" if result.kind == "student" else f"teacher, {result.steps} steps ({result.nfe} NFE)"
+    what = f"student, {result.steps} step{'' if result.steps == 1 else 's'}" if result.kind == "student" else f"teacher, {result.steps} steps ({result.nfe} NFE)"
     table = Table(title=f"{what}, n={result.n}", caption=f"{result.source} vs {result.dataset}")
     table.add_column("metric")
     table.add_column("value", justify="right")

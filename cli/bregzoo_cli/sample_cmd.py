@@ -1,4 +1,4 @@
-"""``bregzoo sample``: draw samples from a trained one-step student."""
+"""``bregzoo sample``: draw samples from a trained student, with the steps it was trained with."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Seed of the input noise.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
 ) -> None:
-    """Sample a trained student: one network call per sample."""
+    """Sample a trained student: k network calls per sample, the train.student_steps stored in its generator (1 by default)."""
     import torch
 
     from bregzoo import BregzooError, io
@@ -36,6 +36,6 @@ def sample(
         torch.save(x, buf)
         io.write_bytes(out, buf.getvalue())
     else:
-        save_samples_png(out, {f"student ({n} samples, step {student.step})": x}, student.dataset,
+        save_samples_png(out, {f"student ({n} samples, {student.steps}-step, step {student.step})": x}, student.dataset,
                          suptitle=f"{student.config.task}  divergence={student.config.divergence}")
-    typer.echo(f"wrote {n} samples of shape {tuple(x.shape[1:])} to {out}")
+    typer.echo(f"wrote {n} samples of shape {tuple(x.shape[1:])} to {out} ({student.steps}-step student)")

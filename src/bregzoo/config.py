@@ -51,6 +51,11 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    # A k-step student (DMD2's multi-step schedule, bregzoo.train.sampler): the generator is applied at k
+    # noise levels, re-noising its output in between. student_times: the levels, largest first (None:
+    # the first k of k + 1 EDM rho-spaced levels from the schedule's t_max; 1 step: t_max alone).
+    student_steps: int = 1
+    student_times: Optional[tuple[float, ...]] = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every",
@@ -62,6 +67,17 @@ class TrainConfig:
                  f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         _require(0 <= self.ema < 1, f"train.ema must be in [0, 1), got {self.ema}")
         _require(self.seed < 2**63, f"train.seed must be < 2**63 (torch seeds are 64-bit), got {self.seed}")
+        _require(self.student_steps >= 1, f"train.student_steps must be >= 1 (1: a one-step student), "
+                                          f"got {self.student_steps}")
+        if self.student_times is not None:  # the range of the levels is checked against the schedule by resolve
+            times = list(self.student_times)
+            _require(len(times) == self.student_steps,
+                     f"train.student_times has {len(times)} levels but train.student_steps is {self.student_steps}; "
+                     "give one level per step (or leave student_times out for the default spacing)")
+            _require(all(math.isfinite(t) and t > 0 for t in times),
+                     f"train.student_times must be finite noise levels > 0, got {times}")
+            _require(all(a > b for a, b in zip(times, times[1:])),
+                     f"train.student_times must be strictly decreasing (from high noise to low), got {times}")
 
 
 @dataclass(frozen=True)

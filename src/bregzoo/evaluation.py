@@ -1,4 +1,4 @@
-"""Evaluate a one-step student or a teacher's K-step sampler against a dataset's held-out split.
+"""Evaluate a k-step student or a teacher's K-step sampler against a dataset's held-out split.
 
 Both sides go through the same path: draw ``n`` samples from seeded noise in batches (timed, so the
 per-image sampling cost is reported next to the metrics), then run each named metric from the metric
@@ -35,7 +35,7 @@ class EvalResult:
     source: str  # the run directory or teacher spec
     dataset: str  # the reference dataset spec
     n: int
-    steps: int  # sampler steps (1 for a student)
+    steps: int  # sampler steps (a student's: the k it was trained with, train.student_steps)
     nfe: int  # network evaluations per sample
     seconds: float  # wall time of sampling all n
     metrics: dict[str, float] = field(default_factory=dict)
@@ -113,15 +113,17 @@ def evaluate_teacher(teacher: str, dataset: str, schedule: str, metrics: tuple[s
 
 def evaluate_student(path: str, metrics: tuple[str, ...] | list[str] | None, n: int = 1000, seed: int = 0, batch: int = 500,
                      dataset: str | None = None, split: str | None = "test") -> EvalResult:
-    """The one-step student of a run directory (or generator file), against its task's ``split``."""
-    from bregzoo.train.build import generate
+    """The student of a run directory (or generator file), sampled with the steps it was trained with
+    (stored in its generator file), against its task's ``split``."""
     from bregzoo.train.export import load_student
 
     if n < 2:
         raise BregzooError(f"-n must be >= 2, got {n}")
     student = load_student(path)
     metrics = metrics or student.config.eval.final_metrics  # what the run itself reported
-    gen = student.generator.eval()
-    x, seconds = timed_batches(lambda e: generate(gen, student.schedule, e), student.data_shape, n, seed, batch)
+    student.generator.eval()
+    # (n, k, *data_shape) noise, as Student.sample draws it: the same samples for the same seed
+    x, seconds = timed_batches(student.draw, (student.steps, *student.data_shape), n, seed, batch)
     ref, shown = reference_dataset(dataset or student.config.task, split)
-    return EvalResult("student", str(path), shown, n, 1, 1, seconds, run_metrics(x, ref, metrics))
+    return EvalResult("student", str(path), shown, n, student.steps, student.steps, seconds,
+                      run_metrics(x, ref, metrics))

@@ -1,5 +1,7 @@
 """The leaderboard: per task, one row per divergence (mean ± std over seeds), ranked by the task's
 primary metric, with the delta vs ``reverse-kl`` (the DMD baseline) and the teacher sampler's row.
+A suite with more than one estimator, or more than one k of k-step students, gets a row for each
+(``lsif / k=4``); the delta is then against reverse-kl with the same k.
 
 Outputs: ``leaderboard.json`` (everything), ``leaderboard.csv`` (one line per row and metric),
 ``leaderboard.md`` (the human view); the PNG is drawn by ``bregzoo.bench.plots``.
@@ -20,8 +22,14 @@ BASELINE = "reverse-kl"
 TEACHER = "teacher"
 
 
-def _row_key(rec: dict[str, Any], estimators: set[str]) -> str:
-    return rec["divergence"] if len(estimators) <= 1 else f"{rec['divergence']} / {rec['estimator']}"
+def steps_of(rec: dict[str, Any]) -> int:
+    """The k of a cell record (records from before k-step students are one-step)."""
+    return int(rec.get("student_steps", 1))
+
+
+def _row_key(rec: dict[str, Any], estimators: set[str], ks: set[int] = frozenset({1})) -> str:
+    key = rec["divergence"] if len(estimators) <= 1 else f"{rec['divergence']} / {rec['estimator']}"
+    return key if len(ks) <= 1 else f"{key} / k={steps_of(rec)}"
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:
@@ -46,10 +54,10 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
     for task, recs in by_task.items():
         primary = suite.primary_of(task)
         higher = primary in suite.higher_is_better
-        estimators = {r["estimator"] for r in recs}
+        estimators, ks = {r["estimator"] for r in recs}, {steps_of(r) for r in recs}
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in recs:
-            groups[_row_key(r, estimators)].append(r)
+            groups[_row_key(r, estimators, ks)].append(r)
         metrics = sorted({k for r in recs for k in (r.get("student") or {})} |
                          {k for r in recs for k in (r.get("teacher") or {})})
         rows = []
@@ -57,6 +65,7 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
             ok = [r for r in rs if r.get("status") == "ok"]
             rows.append({
                 "name": key, "divergence": rs[0]["divergence"], "estimator": rs[0]["estimator"],
+                "student_steps": steps_of(rs[0]),
                 "seeds": sorted(r["seed"] for r in rs), "failed_runs": len(rs) - len(ok),
                 "errors": sorted({r["error"] for r in rs if r.get("error")}),
                 "metrics": {m: _stats([(r.get("student") or {}).get(m) for r in ok]) for m in metrics},
@@ -75,8 +84,9 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
         rows.sort(key=sort_key)
         for i, row in enumerate(rows, 1):
             row["rank"] = i
-        base = next((r for r in rows if r["divergence"] == BASELINE), None)
         for row in rows:
+            base = next((r for r in rows if r["divergence"] == BASELINE and r["student_steps"] == row["student_steps"]),
+                        None)
             row["delta_vs_baseline_pct"] = {
                 m: _delta(row["metrics"][m]["mean"], base["metrics"][m]["mean"] if base else None) for m in metrics}
         teacher_ok = [r for r in recs if r.get("status") == "ok"]
@@ -87,7 +97,8 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
                    "steps": teacher_ok[0]["config"]["eval"]["teacher_steps"] if teacher_ok else None,
                    "sampler": teacher_ok[0]["config"]["eval"]["teacher_sampler"] if teacher_ok else None}
         tasks[task] = {"primary": primary, "higher_is_better": higher, "metrics": metrics, "rows": rows,
-                       "teacher": teacher, "baseline": BASELINE if base else None,
+                       "teacher": teacher,
+                       "baseline": BASELINE if any(r["divergence"] == BASELINE for r in rows) else None,
                        "budget": _budget(recs)}
     return {"bregzoo_leaderboard": 1, "suite": suite.name, "source": suite.source, "smoke": suite.smoke,
             "tasks": tasks}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bregzoo import io
+from bregzoo.bench.leaderboard import steps_of
 
 
 def _bars(ax: Any, task: str, t: dict[str, Any]) -> None:
@@ -75,9 +76,10 @@ def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -
     import matplotlib.pyplot as plt
 
     tasks = list(board["tasks"])
-    seed0 = {(r["task"], r["divergence"], r["estimator"]): r for r in results
+    seed0 = {(r["task"], r["divergence"], r["estimator"], steps_of(r)): r for r in results
              if r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in results if x["task"] == r["task"])}
-    montage = [t for t in tasks if any(seed0.get((t, row["divergence"], row["estimator"]), {}).get("samples")
+    cell = lambda t, row: seed0.get((t, row["divergence"], row["estimator"], row.get("student_steps", 1)), {})  # noqa: E731
+    montage = [t for t in tasks if any(cell(t, row).get("samples")
                                        for row in board["tasks"][t]["rows"])]
     ncols = max([len(tasks)] + [len(board["tasks"][t]["rows"]) + 1 for t in montage])
     fig = plt.figure(figsize=(max(4.5 * len(tasks), 1.5 * ncols), 4.5 + 1.9 * len(montage)))
@@ -88,8 +90,7 @@ def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -
     for sub, task in zip(subs[1:], montage):
         rows = board["tasks"][task]["rows"]
         panels = [(f"{task}: teacher", next((r.get("teacher_samples") for k, r in seed0.items() if k[0] == task), []))]
-        panels += [(f"#{row['rank']} {row['name']}",
-                    seed0.get((task, row["divergence"], row["estimator"]), {}).get("samples", [])) for row in rows]
+        panels += [(f"#{row['rank']} {row['name']}", cell(task, row).get("samples", [])) for row in rows]
         images = any(pts and not isinstance(pts[0][0], (int, float)) for _, pts in panels)
         allv = [] if images else [abs(v) for _, pts in panels for p in pts for v in p[:2]]
         lim = (sorted(allv)[int(0.99 * (len(allv) - 1))] * 1.15 + 0.1) if allv else 1.0

@@ -83,6 +83,7 @@ def run_cell(cell: Cell, out: str) -> dict[str, Any]:
     record: dict[str, Any] = {
         "bregzoo_bench_cell": 1, "id": cell.id, "group": cell.group, "task": cell.task,
         "divergence": cell.divergence, "estimator": cell.estimator, "seed": cell.seed,
+        "student_steps": cell.student_steps,
         "config_hash": cell.config_hash, "config": cell.config.replace(out=None).to_dict(),
         "provenance": divergence_provenance(cell.divergence), "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",

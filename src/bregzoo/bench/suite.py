@@ -1,9 +1,12 @@
-"""Benchmark suites: a small TOML file of cell groups, expanded into (divergence × estimator × task × seed) cells.
+"""Benchmark suites: a small TOML file of cell groups, expanded into (divergence × estimator × student steps
+× task × seed) cells.
 
 Every cell of a group trains with the same RunConfig overrides, so the budget is identical across
 divergences. A group's ``divergences`` are registry patterns (``"*"`` picks up every installed
 plugin, e.g. the example ``alpha``), explicit specs (``"power:alpha=0.5"``), or ``"top:N"``: the N
-best divergences of an earlier group (``rank_from``), resolved once that group has results.
+best divergences of an earlier group (``rank_from``), resolved once that group has results. A group's
+``student_steps = [1, 2, 4]`` puts the k of a k-step student in the grid (omitted: the config's
+``train.student_steps``, 1 by default); k is part of each cell's id and config.
 
 Example (``benchmarks/suites/quick.toml``)::
 
@@ -38,7 +41,7 @@ _SUITE_KEYS = {"suite", "config", "leaderboard", "group"}
 _HEAD_KEYS = {"name", "description", "smoke"}
 _BOARD_KEYS = {"primary", "primary_by_task", "higher_is_better"}
 _GROUP_KEYS = {"name", "tasks", "divergences", "estimators", "seeds", "config", "rank_from", "requires",
-               "missing_note"}
+               "missing_note", "student_steps"}
 _TOP = re.compile(r"top:(\d+)")
 
 
@@ -55,6 +58,7 @@ class Group:
     rank_from: str | None = None
     requires: tuple[str, ...] = ()  # paths that must exist (e.g. a trained teacher directory)
     missing_note: str = ""
+    student_steps: tuple[int, ...] | None = None  # k-step students in the grid; None: the config's train.student_steps
 
     def missing(self, root: Path = Path(".")) -> list[str]:
         """The ``requires`` paths that do not exist (relative paths are taken from ``root``)."""
@@ -90,11 +94,14 @@ class Cell:
     estimator: str
     seed: int
     config: RunConfig
+    student_steps: int = 1
 
     @property
     def id(self) -> str:
-        """A file-name-safe id, unique within a suite: ``<group>--<task>--<divergence>--<estimator>--s<seed>``."""
-        parts = [self.group, self.task, self.divergence, self.estimator, f"s{self.seed}"]
+        """A file-name-safe id, unique within a suite: ``<group>--<task>--<divergence>--<estimator>--s<seed>``,
+        with ``--k<k>`` before the seed for a k-step student (k > 1: one-step cells keep their old ids)."""
+        steps = [f"k{self.student_steps}"] if self.student_steps != 1 else []
+        parts = [self.group, self.task, self.divergence, self.estimator, *steps, f"s{self.seed}"]
         return "--".join(re.sub(r"[^A-Za-z0-9_.=-]+", "_", p.replace(":", "-")) for p in parts)
 
     @property
@@ -141,12 +148,20 @@ def parse_suite(data: dict[str, Any], source: str = "") -> Suite:
         for key in ("tasks", "divergences"):
             if key not in g:
                 raise BregzooError(f"suite group {name!r} needs {key!r}")
+        steps = g.get("student_steps")
+        if steps is not None:
+            steps = [steps] if isinstance(steps, int) and not isinstance(steps, bool) else steps
+            if (not isinstance(steps, list) or not steps or len(set(steps)) != len(steps)
+                    or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in steps)):
+                raise BregzooError(f"suite key 'group[{i}].student_steps' must be a list of distinct integers >= 1 "
+                                   f"(the k of k-step students, e.g. [1, 2, 4]), got {g['student_steps']!r}")
+            steps = tuple(steps)
         groups.append(Group(
             name=name, tasks=_strings(g["tasks"], f"{name}.tasks"),
             divergences=_strings(g["divergences"], f"{name}.divergences"),
             estimators=_strings(g.get("estimators", ["classifier"]), f"{name}.estimators"), seeds=seeds,
             config=dict(g.get("config", {})), rank_from=g.get("rank_from"),
-            requires=tuple(g.get("requires", ())), missing_note=str(g.get("missing_note", ""))))
+            requires=tuple(g.get("requires", ())), missing_note=str(g.get("missing_note", "")), student_steps=steps))
     names = [g.name for g in groups]
     if len(set(names)) != len(names):
         raise BregzooError(f"suite group names must be unique, got {names}")
@@ -160,8 +175,10 @@ def parse_suite(data: dict[str, Any], source: str = "") -> Suite:
                   primary_by_task=dict(board.get("primary_by_task", {})),
                   higher_is_better=tuple(board.get("higher_is_better", ())),
                   description=head.get("description", ""), source=source, smoke=bool(head.get("smoke", False)))
-    for g in groups:  # fail on a bad config key now, not after an hour of running
-        base_config(suite, g)
+    for g in groups:  # fail on a bad config key (or a k its levels cannot have) now, not after an hour of running
+        base = base_config(suite, g)
+        for k in g.student_steps or ():
+            base.replace(**{"train.student_steps": k})
     return suite
 
 
@@ -242,12 +259,14 @@ def expand(suite: Suite, group: Group, *, seeds: int | None = None, divergence: 
     """The cells of one group, filtered by fnmatch patterns on the divergence and task names.
 
     ``seeds`` overrides the group's seed count. Every cell gets the same config except for the
-    task, divergence, estimator and seed.
+    task, divergence, estimator, student steps and seed.
     """
     base = base_config(suite, group)
+    ks = group.student_steps or (base.train.student_steps,)
     divs = resolve_divergences(group.divergences, ranked, group.rank_from)
     tasks = [t for t in group.tasks if fnmatch.fnmatchcase(parse_spec(t)[0], task)]
     divs = [d for d in divs if fnmatch.fnmatchcase(parse_spec(d)[0], divergence)]
     # Seed-major order: a suite stopped part-way has every task x divergence on the first seeds.
-    return [Cell(group.name, t, d, e, s, base.replace(task=t, divergence=d, estimator=e, **{"train.seed": s}))
-            for s in range(seeds or group.seeds) for t in tasks for d in divs for e in group.estimators]
+    return [Cell(group.name, t, d, e, s, base.replace(task=t, divergence=d, estimator=e,
+                                                      **{"train.seed": s, "train.student_steps": k}), k)
+            for s in range(seeds or group.seeds) for t in tasks for d in divs for e in group.estimators for k in ks]

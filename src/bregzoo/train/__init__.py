@@ -1,4 +1,4 @@
-"""Distillation: the training loop, its run directory, and the shipped one-step student."""
+"""Distillation: the training loop, its run directory, and the shipped (one- or k-step) student."""
 
 from bregzoo.train.export import Student, load_student
 from bregzoo.train.loop import RunResult, train

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from bregzoo.api import (check_component, create_backbone, create_dataset, create_divergence, create_ratio_estimator,
                          create_teacher)
@@ -24,8 +24,9 @@ from bregzoo.networks import Denoiser, RatioNet
 from bregzoo.plugins import get_host
 from bregzoo.registry import parse_spec
 from bregzoo.schedules import Schedule, make_schedule
-from bregzoo.teacher import Teacher, per_sample
+from bregzoo.teacher import Teacher
 from bregzoo.train.evaluate import check_metrics
+from bregzoo.train.sampler import generate, student_times  # noqa: F401 - generate: its home before k-step students
 
 # Config key -> registry kind, for provenance.
 KIND_OF = {"task": "dataset", "teacher": "teacher", "backbone": "backbone", "divergence": "divergence",
@@ -65,12 +66,13 @@ def resolve(cfg: RunConfig) -> None:
     """Resolve every component spec of ``cfg`` as ``build`` will, without building networks or loading data.
 
     The schedule, divergence, estimator and metrics are built (they are small objects, and building
-    them checks their parameters' values); the task, teacher and backbone are checked by name and
-    parameter names, with the keywords that ``build`` passes them. ``train --dry-run`` and ``train``
+    them checks their parameters' values), and the student's noise levels are checked against the
+    schedule; the task, teacher and backbone are checked by name and parameter names, with the
+    keywords that ``build`` passes them. ``train --dry-run`` and ``train``
     both call this first, so the two refuse the same specs with the same message.
     """
     check_component("dataset", cfg.task)
-    build_schedule(cfg.schedule)
+    student_times(build_schedule(cfg.schedule), cfg.train.student_steps, cfg.train.student_times)
     check_component("teacher", cfg.teacher, dataset=None, schedule=None)
     create_divergence(cfg.divergence)
     create_ratio_estimator(cfg.estimator)
@@ -116,9 +118,3 @@ def provenance(cfg: RunConfig) -> dict[str, dict[str, str]]:
         out[key] = {"spec": getattr(cfg, key), "name": name, "dist": p.dist if p else "?",
                     "version": p.version if p else "?", "plugin": p.plugin if p else "?"}
     return out
-
-
-def generate(generator: nn.Module, schedule: Schedule, eps: Tensor) -> Tensor:
-    """The one-step student: x0 = G(x_T, T) with x_T = sigma(T) eps at the schedule's largest time."""
-    t = torch.full((eps.shape[0],), schedule.t_max, dtype=torch.float32, device=eps.device)
-    return generator(per_sample(schedule.sigma(t).to(eps.dtype), eps) * eps, t)

@@ -2,6 +2,9 @@
 
 A ``generator.safetensors`` file is self-describing: ``load_student`` rebuilds the network from the
 config stored in its metadata (through the same registries), so ``bregzoo sample`` needs nothing else.
+The metadata also holds ``student_steps`` and ``student_times``, the noise levels the student was
+trained at (resolved, so a later change of the default spacing cannot change a shipped student); a
+file without them (written before k-step students) is a one-step student.
 """
 
 from __future__ import annotations
@@ -18,19 +21,26 @@ from bregzoo import io
 from bregzoo.config import RunConfig
 from bregzoo.errors import BregzooError
 from bregzoo.schedules import Schedule
-from bregzoo.train.build import build, generate
+from bregzoo.train.build import build
+from bregzoo.train.sampler import generate, student_times
 from bregzoo.train.rundir import is_run_dir
 
 
-def save_student(path: Path, generator: nn.Module, cfg: RunConfig, step: int) -> Path:
-    """Write the generator's weights with the config and step in the safetensors metadata."""
-    meta = {"bregzoo_generator": "1", "config": cfg.to_json(), "step": str(step)}
+def save_student(path: Path, generator: nn.Module, cfg: RunConfig, step: int,
+                 times: tuple[float, ...] | None = None) -> Path:
+    """Write the generator's weights with the config, the step and its noise levels in the safetensors metadata."""
+    if times is None:
+        from bregzoo.train.build import build_schedule
+
+        times = student_times(build_schedule(cfg.schedule), cfg.train.student_steps, cfg.train.student_times)
+    meta = {"bregzoo_generator": "1", "config": cfg.to_json(), "step": str(step),
+            "student_steps": str(len(times)), "student_times": json.dumps(list(times))}
     return io.save_file(generator.state_dict(), path, metadata=meta)
 
 
 @dataclass
 class Student:
-    """A loaded one-step generator and what it needs to sample."""
+    """A loaded k-step generator and what it needs to sample."""
 
     generator: nn.Module
     schedule: Schedule
@@ -38,6 +48,23 @@ class Student:
     config: RunConfig
     dataset: Any
     step: int
+    times: tuple[float, ...] = ()  # the k noise levels it is applied at; () reads as the schedule's t_max
+
+    def __post_init__(self) -> None:
+        self.times = tuple(self.times) or (float(self.schedule.t_max),)
+
+    @property
+    def steps(self) -> int:
+        """Generator calls per sample."""
+        return len(self.times)
+
+    def noise(self, n: int, generator: torch.Generator) -> Tensor:
+        """The (n, k, *data_shape) noise of n samples (for k = 1, the values of an (n, *data_shape) draw)."""
+        return torch.randn(n, self.steps, *self.data_shape, generator=generator)
+
+    def draw(self, noise: Tensor) -> Tensor:
+        """Samples from ``noise`` of shape (B, k, *data_shape), through the k-step chain."""
+        return generate(self.generator, self.schedule, noise, self.times)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batch: int = 4096, device: str = "cpu") -> Tensor:
@@ -46,8 +73,7 @@ class Student:
         self.generator.to(device).eval()
         out = []
         for i in range(0, n, batch):
-            eps = torch.randn(min(batch, n - i), *self.data_shape, generator=g).to(device)
-            out.append(generate(self.generator, self.schedule, eps).float().cpu())
+            out.append(self.draw(self.noise(min(batch, n - i), g).to(device)).float().cpu())
         return torch.cat(out)
 
 
@@ -84,4 +110,16 @@ def load_student(path: str | Path) -> Student:
             f"{details[0] if details else exc}); the file was edited or written by another architecture"
         ) from None
     return Student(parts.generator.eval(), parts.schedule, tuple(parts.dataset.data_shape), cfg, parts.dataset,
-                   int(meta.get("step", 0)))
+                   int(meta.get("step", 0)), stored_times(weights, meta, cfg, parts.schedule))
+
+
+def stored_times(weights: Path, meta: dict[str, str], cfg: RunConfig, schedule: Schedule) -> tuple[float, ...]:
+    """The noise levels in a generator file's metadata, checked against its schedule; from its config when absent."""
+    if "student_times" not in meta:
+        return student_times(schedule, cfg.train.student_steps, cfg.train.student_times)
+    try:
+        times = json.loads(meta["student_times"])
+        return student_times(schedule, len(times), times)
+    except (ValueError, TypeError, BregzooError) as exc:
+        raise BregzooError(f"{weights}: the stored student_times {meta['student_times'][:200]!r} are not the noise "
+                           f"levels of a student of this schedule ({exc}); the file was edited or damaged") from None

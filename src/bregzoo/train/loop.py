@@ -27,13 +27,14 @@ from bregzoo.config import RunConfig
 from bregzoo.networks import diffuse
 from bregzoo.teacher import per_sample, sample_ode, sampling_schedule
 from bregzoo.train import rundir
-from bregzoo.train.build import Parts, build, generate, resolve
+from bregzoo.train.build import Parts, build, resolve
 from bregzoo.train.checks import require_passed, run_claim_checks
 from bregzoo.train.ema import EMA
 from bregzoo.errors import BregzooError, NonFiniteError
 from bregzoo.train.evaluate import directions, evaluate
 from bregzoo.train.export import save_student
 from bregzoo.train.plots import save_samples_png
+from bregzoo.train.sampler import generate, generate_at, simulate, student_times
 from bregzoo.train.weighting import WeightNormaliser, constant_weight
 from bregzoo.train.weighting import resolve as resolve_weighting
 
@@ -54,6 +55,7 @@ class RunResult:
     better: dict[str, str] = field(default_factory=dict)  # metric key -> "lower" | "higher" | "exact" is better
     checks: list[dict[str, Any]] = field(default_factory=list)
     main_process: bool = True
+    student_steps: int = 1  # generator calls per student sample
 
 
 # -- randomness ----------------------------------------------------------------------------------
@@ -61,17 +63,25 @@ class RunResult:
 def draw_step_noise(rng: torch.Generator, parts: Parts, cfg: RunConfig, num_processes: int,
                     rank: int) -> dict[str, Any]:
     """All the randomness of one training step: the global batch drawn in a fixed order, then this
-    process's slice, as (grad_accum, batch, ...) tensors on the CPU."""
+    process's slice, as (grad_accum, batch, ...) tensors on the CPU.
+
+    A k-step student's noise is (batch, k, ...) per draw (bregzoo.train.sampler), and its step index
+    ``idx`` is drawn last; at k = 1 neither adds a draw, so one-step runs replay the same stream.
+    """
     a, p, b = cfg.train.grad_accum, num_processes, cfg.train.batch_size
     n, shape, sched = a * p * b, tuple(parts.dataset.data_shape), parts.schedule
+    k = cfg.train.student_steps
 
     def mine(x: Tensor) -> Tensor:
         return rearrange(x, "(a p b) ... -> a p b ...", a=a, p=p)[:, rank]
 
     def draws() -> dict[str, Tensor]:
-        return {"eps": mine(torch.randn(n, *shape, generator=rng)),
-                "t": mine(sched.sample_t(n, generator=rng)),
-                "z": mine(torch.randn(n, *shape, generator=rng))}
+        out = {"eps": mine(torch.randn(n, k, *shape, generator=rng)),
+               "t": mine(sched.sample_t(n, generator=rng)),
+               "z": mine(torch.randn(n, *shape, generator=rng))}
+        if k > 1:  # DMD2: each sample's generator step, drawn at random
+            out["idx"] = mine(torch.randint(k, (n,), generator=rng))
+        return out
 
     gen = draws()
     fake = [draws() for _ in range(cfg.train.fake_updates)]
@@ -107,6 +117,7 @@ class Distiller:
         # so without a GAN term the estimator would be trained for nothing: skip it (~30% of a step).
         self.uses_estimator = cfg.weighting.gan > 0 or not constant_weight(parts.divergence)
         self.rng = torch.Generator().manual_seed(cfg.train.seed)
+        self.times = student_times(parts.schedule, cfg.train.student_steps, cfg.train.student_times)
 
     @property
     def student(self) -> torch.nn.Module:
@@ -115,6 +126,13 @@ class Distiller:
 
     def _on_device(self, noise: dict[str, Tensor], i: int) -> dict[str, Tensor]:
         return {k: v[i].to(self.acc.device) for k, v in noise.items()}
+
+    @torch.no_grad()
+    def _student_outputs(self, nz: dict[str, Tensor]) -> Tensor:
+        """Fresh student outputs x0 for the fake denoiser and the estimator: the same draws (backward
+        simulation to a random level, for k > 1) as the generator's loss sees, without gradient."""
+        with self.acc.autocast():
+            return generate_at(self.parts.generator, self.parts.schedule, nz["eps"], self.times, nz.get("idx")).float()
 
     def _optimizer_step(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Tensor:
         clip = self.cfg.optim.grad_clip
@@ -136,11 +154,15 @@ class Distiller:
 
         # 1-3. Generator: x0 = G(eps), x_t, D_teacher, D_fake and l = log r with no gradient, then
         # the DMD regression to sg(x0 - g) with g = omega (D_fake - D_teacher) / mean|x0 - D_teacher|.
+        # A k-step student's input at its random level comes from its own chain, run without gradient
+        # (DMD2's backward simulation); only the last call, at that level, is differentiated.
         for i in range(accum):
             nz = self._on_device(noise["gen"], i)
             t = nz["t"]
+            with torch.no_grad(), acc.autocast():
+                x_in, t_in = simulate(parts.generator, sched, nz["eps"], self.times, nz.get("idx"))
             with acc.autocast():
-                x0 = generate(self.gen, sched, nz["eps"]).float()
+                x0 = self.gen(x_in, t_in).float()
             with torch.no_grad():
                 xt = diffuse(x0.detach(), t, sched, nz["z"])
                 d_real = self.teacher.denoise(xt, t).float()
@@ -180,8 +202,7 @@ class Distiller:
         for noise_j in noise["fake"]:
             for i in range(accum):
                 nz = self._on_device(noise_j, i)
-                with torch.no_grad(), acc.autocast():
-                    x0 = generate(parts.generator, sched, nz["eps"]).float()
+                x0 = self._student_outputs(nz)
                 xt = diffuse(x0, nz["t"], sched, nz["z"])
                 with acc.autocast():
                     d = self.fake(xt, nz["t"]).float()
@@ -203,8 +224,7 @@ class Distiller:
         for i in range(accum):
             nz = self._on_device(noise, i)
             t = nz["t"]
-            with torch.no_grad(), acc.autocast():
-                x0 = generate(parts.generator, sched, nz["eps"]).float()
+            x0 = self._student_outputs(nz)
             x_stu = diffuse(x0, t, sched, nz["z"])
             x_ref = diffuse(nz["x_ref"], t, sched, nz["z_ref"])
             with acc.autocast():
@@ -221,8 +241,7 @@ class Distiller:
             noise = draw_step_noise(self.rng, self.parts, self.cfg, self.acc.num_processes, self.acc.process_index)
             for i in range(self.cfg.train.grad_accum):
                 nz = self._on_device(noise["fake"][0] if noise["fake"] else noise["gen"], i)
-                with torch.no_grad(), self.acc.autocast():
-                    x0 = generate(self.parts.generator, self.parts.schedule, nz["eps"]).float()
+                x0 = self._student_outputs(nz)
                 xt = diffuse(x0, nz["t"], self.parts.schedule, nz["z"])
                 with self.acc.autocast():
                     d = self.fake(xt, nz["t"]).float()
@@ -278,11 +297,11 @@ class Distiller:
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def student_samples(self, n: int) -> Tensor:
-        """n student samples from fixed noise (the same at every evaluation)."""
+        """n student samples from fixed noise (the same at every evaluation), through its whole k-step chain."""
         g = torch.Generator().manual_seed(self.cfg.train.seed + EVAL_SEED_OFFSET)
-        eps = torch.randn(n, *self.parts.dataset.data_shape, generator=g).to(self.acc.device)
+        eps = torch.randn(n, len(self.times), *self.parts.dataset.data_shape, generator=g).to(self.acc.device)
         with self.acc.autocast():
-            return torch.cat([generate(self.student, self.parts.schedule, e).float().cpu()
+            return torch.cat([generate(self.student, self.parts.schedule, e, self.times).float().cpu()
                               for e in eps.split(4096)])
 
     @torch.no_grad()
@@ -345,13 +364,18 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _steps(k: int) -> str:
+    return f"{k} step" if k == 1 else f"{k} steps"
+
+
 def _finite(d: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in d.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
 def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, check: bool = True, force: bool = False,
           progress: Progress | None = None, accelerator: Any = None) -> RunResult:
-    """Distill ``cfg.teacher`` into a one-step generator; write the run directory ``cfg.out``.
+    """Distill ``cfg.teacher`` into a one-step (or ``train.student_steps``-step) generator; write the run
+    directory ``cfg.out``.
 
     ``resume`` continues the run in ``cfg.out`` from its latest checkpoint. ``check`` runs the quick
     unification claims for the divergence and estimator first (recorded in config.json); a failure
@@ -405,6 +429,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
                 "num_processes": acc.num_processes, "device": str(acc.device),
                 "global_batch": cfg.train.batch_size * acc.num_processes * cfg.train.grad_accum,
                 "torch": torch.__version__, "sigma_data": parts.sigma_data,
+                "student_times": list(distiller.times),  # the k noise levels, train.student_times resolved
             })
         if resume:
             if acc.is_main_process:
@@ -431,7 +456,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             acc.log({f"eval/{k}": v for k, v in _finite(m).items()}, step=distiller.step)
             save_samples_png(run.samples, {
                 f"teacher ({cfg.eval.teacher_sampler}, {cfg.eval.teacher_steps} steps)": teacher_x,
-                f"student (1 step, step {distiller.step})": x}, parts.dataset,
+                f"student ({_steps(len(distiller.times))}, step {distiller.step})": x}, parts.dataset,
                 suptitle=f"{cfg.task}  divergence={cfg.divergence}  estimator={cfg.estimator}  schedule={cfg.schedule}")
             return m
 
@@ -472,12 +497,12 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             distiller.save_checkpoint(run)
         student_m: dict[str, float] = {}
         if acc.is_main_process:
-            save_student(run.generator, distiller.student, cfg, distiller.step)
+            save_student(run.generator, distiller.student, cfg, distiller.step, distiller.times)
             student_m = evaluate_student(final=True)
             run.log({"step": distiller.step, "split": "final-teacher", **teacher_m})
         acc.wait_for_everyone()
         return RunResult(run.root, distiller.step, time.perf_counter() - started, student_m, teacher_m, exact_m,
-                         directions(*cfg.eval.final_metrics), checks, acc.is_main_process)
+                         directions(*cfg.eval.final_metrics), checks, acc.is_main_process, len(distiller.times))
     finally:
         if accelerator is None:
             acc.end_training()  # finishes trackers and destroys the process group (gloo aborts at exit otherwise)
