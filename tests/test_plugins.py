@@ -69,6 +69,22 @@ def test_builtin_zoo_comes_through_entry_points_with_its_distribution_and_versio
         assert host.provider_of("divergence", name).dist not in ("", "?")
 
 
+def test_every_zoo_entry_point_in_pyproject_is_installed():
+    """A stale editable install (pyproject.toml gained an entry point since) would hide a whole plugin."""
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    declared = pyproject["project"]["entry-points"][ENTRY_POINT_GROUP]
+    installed = {ep.name: ep.value for ep in md.entry_points(group=ENTRY_POINT_GROUP)}
+    missing = {k: v for k, v in declared.items() if installed.get(k) != v}
+    assert not missing, f"not in the installed metadata: {missing}; reinstall bregzoo (pip install -e .)"
+
+
 @pytest.fixture
 def inline_plugin():
     """An inline plugin on the process-wide host, removed again afterwards."""

@@ -117,9 +117,13 @@ def test_the_write_allow_list_has_no_stale_entries():
 
 # -- untrusted files: loads --------------------------------------------------------------------------
 
-# The one place that unpickles: CIFAR-10's python batches, through an unpickler whose find_class admits
-# numpy array reconstruction only (tests/test_images.py::test_malicious_cifar_pickle_does_not_execute).
-UNPICKLE_ALLOWED = {("plugins/bregzoo_zoo/cifar_files.py", "_ArraysOnly")}
+# The two places that unpickle, each through an unpickler whose find_class admits a fixed list of names:
+# CIFAR-10's python batches (numpy array reconstruction only;
+# tests/test_images.py::test_malicious_cifar_pickle_does_not_execute), and EDM network pickles, read only
+# behind ``bregzoo convert edm-pkl --trust-pickle`` (tensors and OrderedDict; every other name, and the
+# network source the file carries, stays inert; tests/test_edm_convert.py::test_a_malicious_pickle_does_not_run).
+UNPICKLE_ALLOWED = {("plugins/bregzoo_zoo/cifar_files.py", "_ArraysOnly"),
+                    ("plugins/bregzoo_zoo/edm_pickle.py", "_EDMPickleReader")}
 
 
 def test_weights_load_only_through_safetensors_or_weights_only_torch_load():
@@ -143,8 +147,8 @@ def test_weights_load_only_through_safetensors_or_weights_only_torch_load():
     assert not offenders, "unsafe deserialisation:\n" + "\n".join(offenders)
 
 
-def test_the_only_unpickler_subclass_is_the_restricted_one():
-    """``class X(pickle.Unpickler)`` appears once in the tree, and it overrides find_class."""
+def test_the_only_unpickler_subclasses_are_the_restricted_ones():
+    """``class X(pickle.Unpickler)`` appears only as the allow-listed readers, and each overrides find_class."""
     subclasses = []
     for path in _python_files():
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -152,7 +156,7 @@ def test_the_only_unpickler_subclass_is_the_restricted_one():
             if isinstance(node, ast.ClassDef) and any(_name(b).endswith("Unpickler") for b in node.bases):
                 methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
                 subclasses.append((path.relative_to(ROOT).as_posix(), node.name, "find_class" in methods))
-    assert subclasses == [("plugins/bregzoo_zoo/cifar_files.py", "_ArraysOnly", True)]
+    assert sorted(subclasses) == sorted((rel, name, True) for rel, name in UNPICKLE_ALLOWED)
 
 
 def test_no_call_passes_an_unsafe_loading_flag():

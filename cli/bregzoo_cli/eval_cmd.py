@@ -10,13 +10,13 @@ import typer
 
 
 def evaluate(
-    target: Annotated[str, typer.Argument(metavar="RUN_OR_TEACHER", help="A run directory (or generator .safetensors): the student, at the steps it was trained with. A teacher directory, a diffusers DDPM folder or a teacher name: its K-step sampler.")],
+    target: Annotated[str, typer.Argument(metavar="RUN_OR_TEACHER", help="A run directory (or generator .safetensors): the student, at the steps it was trained with. A teacher directory, a converted (e.g. EDM) directory, a diffusers DDPM folder or a teacher name: its K-step sampler.")],
     metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metric names (see 'bregzoo plugins'), e.g. fid,kid,prc. [default: the run's own final metrics; for a teacher fid,kid,prc on images, the exact mixture metrics on vectors]")] = None,
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 1000,
     steps: Annotated[Optional[int], typer.Option(help="Teacher sampler steps K. [default: the teacher's own, else 40]")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="Teacher sampler: heun or euler. [default: the teacher's own, else heun]")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Reference dataset. [default: the run's or teacher's own]")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="Schedule for a teacher given by name or diffusers folder. [default: vp]")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="Schedule for a teacher given by name, converted directory or diffusers folder. [default: a converted directory's suggestion, else vp]")] = None,
     split: Annotated[str, typer.Option(help="Reference split when the dataset has splits ('none': the dataset as given).")] = "test",
     seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
     batch: Annotated[int, typer.Option(help="Sampling batch size.")] = 500,
@@ -56,7 +56,7 @@ def evaluate(
         data = dataset or arg.dataset
         if data is None:
             raise BregzooError(f"teacher {target!r} has no dataset of its own; give --dataset, e.g. --dataset gmm8")
-        result = evaluate_teacher(arg.spec, data, arg.schedule or schedule or "vp", names, n=n,
+        result = evaluate_teacher(arg.spec, data, arg.schedule or schedule or arg.suggested_schedule or "vp", names, n=n,
                                   steps=steps or arg.sampler_steps or 40, method=sampler or arg.sampler_method or "heun",
                                   seed=seed, batch=batch, split=split_arg)
     if json_out:

@@ -1,7 +1,9 @@
 """``--teacher`` and ``bregzoo eval`` accept a registry spec or a directory; this tells them apart.
 
 A value that names an existing directory is a directory: a teacher directory from ``bregzoo teach``
-becomes ``bregzoo:path='DIR'`` and brings its dataset, schedule and backbone along; a diffusers
+becomes ``bregzoo:path='DIR'`` and brings its dataset, schedule and backbone along; a converted teacher
+directory (e.g. from ``bregzoo convert edm-pkl``) becomes ``NAME:path='DIR'`` for the teacher plugin its
+config.json names, with the dataset, backbone, suggested schedule and sampler it records; a diffusers
 UNet2DModel folder (config.json, or unet/config.json) becomes ``ddpm:path='DIR'``. A value with a path
 separator that is not a directory is an error (registry names never contain '/'). Anything else is a
 registry spec such as ``analytic-gmm``.
@@ -22,7 +24,7 @@ class TeacherArg:
     """A resolved teacher: the registry spec, plus what a teacher directory says about itself."""
 
     spec: str
-    kind: str  # "bregzoo", "ddpm" or "name"
+    kind: str  # "bregzoo", "converted", "ddpm" or "name"
     path: Optional[str] = None
     dataset: Optional[str] = None
     schedule: Optional[str] = None
@@ -30,6 +32,7 @@ class TeacherArg:
     sampler_method: Optional[str] = None
     sampler_steps: Optional[int] = None
     images: bool = False  # the teacher makes (C, H, W) images
+    suggested_schedule: Optional[str] = None  # a converted teacher's: adopted unless --schedule is given
 
 
 def looks_like_path(value: str) -> bool:
@@ -39,7 +42,7 @@ def looks_like_path(value: str) -> bool:
 def resolve_teacher(value: str) -> TeacherArg:
     """A ``--teacher`` value -> TeacherArg (see the module docstring)."""
     from bregzoo import BregzooError
-    from bregzoo.teacher_dir import is_teacher_dir, read_teacher_config
+    from bregzoo.teacher_dir import converted_config, is_teacher_dir, read_teacher_config
 
     path = Path(os.path.expanduser(value))
     if path.is_dir():
@@ -48,6 +51,12 @@ def resolve_teacher(value: str) -> TeacherArg:
             sampler = cfg.get("sampler", {})
             return TeacherArg(f"bregzoo:path={str(path)!r}", "bregzoo", str(path), cfg["dataset"], cfg["schedule"],
                               cfg["backbone"], sampler.get("method"), sampler.get("steps"), len(cfg["data_shape"]) == 3)
+        conv = converted_config(path)
+        if conv is not None:
+            sampler, shape = conv.get("sampler") or {}, conv.get("data_shape") or []
+            return TeacherArg(f"{conv['teacher']}:path={str(path)!r}", "converted", str(path), conv.get("dataset"),
+                              None, conv.get("backbone"), sampler.get("method"), sampler.get("steps"),
+                              len(shape) == 3, conv.get("schedule"))
         if (path / "config.json").is_file() or (path / "unet" / "config.json").is_file():
             return TeacherArg(f"ddpm:path={str(path)!r}", "ddpm", str(path), DDPM_DEFAULT_TASK, images=True)
         raise BregzooError(f"teacher directory '{path}' is neither a 'bregzoo teach' directory nor a diffusers "
@@ -90,8 +99,11 @@ def adopt_teacher(overrides: dict, data: Optional[Path] = None) -> dict:
     right under its own), its dataset as the task, its backbone (so the estimator is the same family),
     its sampler settings for the teacher baseline, and image metrics. A diffusers DDPM folder makes the
     task ``cifar10`` and a bare ``ddpm-cifar`` backbone (the ratio estimator's trunk) read the folder's
-    weights. ``--data DIR`` sets the task's ``root=``. Explicit options and ``--set`` keys always win,
-    except a conflicting schedule.
+    weights. A converted directory (``bregzoo convert``) suggests a schedule, brings its dataset as the task,
+    makes a bare backbone of the family it names read the directory's weights (the ratio estimator's trunk)
+    and sets its sampler for the teacher baseline; like a diffusers folder, it runs no metric by default.
+    ``--data DIR`` sets the task's ``root=``. Explicit options and ``--set`` keys always win, except a
+    conflicting schedule.
     """
     from bregzoo import BregzooError
 
@@ -104,7 +116,10 @@ def adopt_teacher(overrides: dict, data: Optional[Path] = None) -> dict:
                 raise BregzooError(f"the teacher in '{arg.path}' was trained with --schedule {arg.schedule}, not "
                                    f"{out['schedule']}; drop --schedule to adopt the teacher's")
             out["schedule"] = arg.schedule
-        out.setdefault("task", arg.dataset)
+        if arg.suggested_schedule:
+            out.setdefault("schedule", arg.suggested_schedule)
+        if arg.dataset:
+            out.setdefault("task", arg.dataset)
         if arg.kind == "bregzoo":
             out.setdefault("backbone", arg.backbone)
             if arg.images:  # the 2-D defaults (mode recall, MMD) mean nothing for images
@@ -114,13 +129,19 @@ def adopt_teacher(overrides: dict, data: Optional[Path] = None) -> dict:
                 out.setdefault("eval.teacher_steps", int(arg.sampler_steps))
             if arg.sampler_method:
                 out.setdefault("eval.teacher_sampler", arg.sampler_method)
-        else:  # a diffusers folder: FID needs InceptionV3 weights, so metrics are for 'bregzoo eval' afterwards
-            backbone = out.get("backbone", "ddpm-cifar")
-            if backbone == "ddpm-cifar":
+        else:  # a converted or diffusers folder: FID needs InceptionV3 weights, so metrics are for 'bregzoo eval'
+            family = arg.backbone if arg.kind == "converted" else "ddpm-cifar"
+            backbone = out.get("backbone", family)
+            if family and backbone == family:
                 backbone = _with_param(backbone, "path", arg.path)
-            out["backbone"] = backbone
+            if backbone is not None:
+                out["backbone"] = backbone
             out.setdefault("eval.metrics", [])
             out.setdefault("eval.final_metrics", [])
+            if arg.sampler_steps:
+                out.setdefault("eval.teacher_steps", int(arg.sampler_steps))
+            if arg.sampler_method:
+                out.setdefault("eval.teacher_sampler", arg.sampler_method)
     if data is not None:
         if "task" not in out:
             raise BregzooError("--data sets the task's data folder; give --task too (e.g. --task cifar10)")

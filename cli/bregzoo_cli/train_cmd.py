@@ -74,7 +74,7 @@ def train(
     divergence: Annotated[Optional[str], typer.Option(help="Bregman generator h weighting the generator, e.g. reverse-kl, lsif, power:alpha=0.5 (see 'bregzoo divergences').")] = None,
     estimator: Annotated[Optional[str], typer.Option(help="Ratio-estimator loss: classifier, lsif, kliep, bregman:h=NAME.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Network for generator, fake denoiser and estimator, e.g. mlp:width=128.")] = None,
-    teacher: Annotated[Optional[str], typer.Option(help="Teacher: a name, e.g. analytic-gmm (exact mixture denoiser), or a directory: from 'bregzoo teach' (its task, schedule and backbone are adopted) or a diffusers DDPM folder.")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher: a name, e.g. analytic-gmm (exact mixture denoiser), or a directory: from 'bregzoo teach' (its task, schedule and backbone are adopted), from 'bregzoo convert' (e.g. an EDM network: its task and suggested schedule) or a diffusers DDPM folder.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Data folder of the task (sets its root=), e.g. the CIFAR-10 folder.")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="Noise schedule: vp or edm (optionally vp:beta_max=20).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Generator steps (with --resume: the new total).")] = None,

@@ -10,6 +10,12 @@
 
 Weights load only through safetensors. The network is rebuilt from the backbone spec through the
 backbone registry, so loading needs nothing but this directory and the installed plugins.
+
+A *converted* teacher directory holds a third-party checkpoint that a plugin's convert command rewrote as
+safetensors (e.g. ``bregzoo convert edm-pkl``). Its config.json carries ``"bregzoo_converted_teacher": 1``
+and names the teacher plugin that loads it (``"teacher": "edm"`` -> ``edm:path=DIR``), with optional
+``backbone`` (the family for the ratio estimator, given ``path=DIR`` too), ``dataset``, ``schedule`` (a
+suggestion: such a teacher works under any schedule), ``sampler`` and ``data_shape``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,22 @@ def is_teacher_dir(path: str | Path) -> bool:
         return MARKER in json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError):
         return False
+
+
+CONVERTED_MARKER = "bregzoo_converted_teacher"
+
+
+def converted_config(path: str | Path) -> dict[str, Any] | None:
+    """The config.json of a converted teacher directory, or None when ``path`` is not one."""
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return None
+    if not isinstance(cfg, dict) or CONVERTED_MARKER not in cfg:
+        return None
+    if not isinstance(cfg.get("teacher"), str):
+        raise BregzooError(f"'{Path(path) / 'config.json'}' does not name its teacher plugin ('teacher'); convert the checkpoint again")
+    return cfg
 
 
 def read_teacher_config(path: str | Path) -> dict[str, Any]:
