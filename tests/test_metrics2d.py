@@ -1,4 +1,5 @@
-"""The 2-D sample-quality metrics: exact samples score as perfect, collapse and shifts are caught."""
+"""The Gaussian-mixture sample-quality metrics: exact samples score as perfect, collapse and shifts are caught,
+in 2-D and in 16 dimensions."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from hypothesis import strategies as st
 from bregzoo import BregzooError, create_dataset, create_metric, list_metrics
 from bregzoo_zoo.metrics2d import reference_sample, wasserstein2
 
-NAMES = {"mmd": "mmd2", "w2": "w2", "mode-recall": "mode_recall", "precision": "precision", "nll": "nll"}
-TASKS = ["gmm8", "gmm25", "gmm-unbalanced"]
+NAMES = {"mmd": "mmd2", "w2": "w2", "sliced-w2": "sw2", "mode-recall": "mode_recall", "precision": "precision",
+         "nll": "nll"}
+TASKS = ["gmm8", "gmm25", "gmm-unbalanced", "gmm-rare", "gmm-hd"]
 
 
 def exact(task: str, n: int, seed: int = 7) -> torch.Tensor:
@@ -48,7 +50,8 @@ def test_registered_and_return_their_keys():
 def test_exact_samples_score_as_perfect(task):
     x, ds = exact(task, 2000), create_dataset(task)
     assert create_metric("mode-recall")(x, ds) == {"mode_recall": 1.0, "modes_covered": len(ds.weights)}
-    # A radius-3 ball holds P(chi2_2 <= 9) = 1 - exp(-4.5) of each 2-D component; allow 4 binomial SEs.
+    # A radius-3 ball holds P(chi2_2 <= 9) = 1 - exp(-4.5) of each 2-D component, and the default ball in d
+    # dimensions holds the same mass; allow 4 binomial SEs.
     p0 = 1 - math.exp(-4.5)
     assert abs(create_metric("precision")(x, ds)["precision"] - p0) < 4 * math.sqrt(p0 * (1 - p0) / 2000)
     assert create_metric("nll")(x, ds)["nll"] == pytest.approx(separated_entropy(task), abs=0.1)
@@ -159,4 +162,43 @@ def test_biased_mmd_floor_matches_its_expectation(task):
     assert all(o["mmd2_b"] > 0 for o in outs)
     assert mean_b == pytest.approx(expected, rel=0.25)
     assert abs(sum(o["mmd2"] for o in outs) / len(outs)) < 0.25 * expected
-    assert mmd(collapsed(), ds)["mmd2_b"] > 100 * expected
+    one = ds.means[0].float() + ds.stds[0].float() * torch.randn(500, ds.data_shape[0], generator=torch.Generator().manual_seed(3))
+    assert mmd(one, ds)["mmd2_b"] > 20 * expected  # a sampler that kept one mode (of 60% on gmm-unbalanced)
+
+
+def test_mode_balls_hold_the_same_mass_in_any_dimension():
+    """In 16-D a radius-3 ball holds 9% of a component: the default radius must follow the dimension."""
+    ds = create_dataset("gmm-hd", dim=16)
+    x = ds.sample(2000, torch.Generator().manual_seed(5))
+    assert create_metric("precision", radius=3.0)(x, ds)["precision"] < 0.2
+    assert create_metric("precision")(x, ds)["precision"] > 0.98
+    assert create_metric("mode-recall")(x, ds)["modes_covered"] == 8
+    assert create_dataset("gmm-hd", dim=16).means.shape == (8, 16)  # the layout is fixed by its seed
+    assert torch.equal(create_dataset("gmm-hd", dim=16).means, ds.means)
+
+
+def test_rare_modes_count_as_covered_only_with_their_share():
+    """gmm-rare's 1% modes: exact samples keep them, a student that drops them loses 4 of 8."""
+    ds = create_dataset("gmm-rare")
+    x = exact("gmm-rare", 2000)
+    assert create_metric("mode-recall")(x, ds)["modes_covered"] == 8
+    heavy = x[(torch.cdist(x.double(), ds.means)[:, 1::2].min(1).values > 0.5)]
+    assert create_metric("mode-recall")(heavy, ds)["modes_covered"] == 4
+
+
+@pytest.mark.parametrize("task", ["gmm8", "gmm-hd"])
+def test_sliced_w2_orders_exact_shift_and_collapse(task):
+    ds = create_dataset(task)
+    sw = create_metric("sliced-w2")
+    x = exact(task, 2000)
+    one = ds.means[0].float() + ds.stds[0].float() * torch.randn(2000, ds.data_shape[0], generator=torch.Generator().manual_seed(2))
+    floor, shifted, collapsed_ = sw(x, ds)["sw2"], sw(x + 0.3, ds)["sw2"], sw(one, ds)["sw2"]
+    assert floor < 0.15 and shifted > 2 * floor and collapsed_ > 2 * floor
+    assert sw(x, ds) == sw(x, ds)  # fixed directions and reference: deterministic
+
+
+def test_gmm_hd_refuses_bad_shapes():
+    with pytest.raises(BregzooError, match="dim"):
+        create_dataset("gmm-hd", dim=1)
+    with pytest.raises(BregzooError, match="modes"):
+        create_dataset("gmm-hd", modes=0)

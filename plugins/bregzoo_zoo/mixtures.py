@@ -1,4 +1,4 @@
-"""2-D Gaussian-mixture tasks and their exact teacher: a diffused mixture is still a mixture.
+"""Gaussian-mixture tasks and their exact teacher: a diffused mixture is still a mixture.
 
 Component k is N(mu_k, std_k^2 I). At time t it is N(alpha mu_k, (alpha^2 std_k^2 + sigma^2) I), so
 the teacher's denoiser E[x0 | x_t] and score are exact at every noise level.
@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bregzoo import Spec, hookimpl
+from bregzoo import BregzooError, Spec, hookimpl
 from bregzoo.schedules import Schedule
 from bregzoo.teacher import Teacher
 
@@ -103,6 +103,34 @@ def gmm_unbalanced() -> Mixture:
     return Mixture("gmm-unbalanced", means, torch.full((4,), 0.15), torch.tensor([0.6, 0.25, 0.1, 0.05]))
 
 
+def gmm_rare() -> Mixture:
+    """Eight Gaussians on a ring of radius 2, std 0.1: four heavy (24% each) between four rare ones (1% each)."""
+    ang = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    means = 2.0 * torch.stack([ang.cos(), ang.sin()], 1)
+    return Mixture("gmm-rare", means, torch.full((8,), 0.1), torch.tensor([0.24, 0.01] * 4))
+
+
+def gmm_hd(dim: int = 16, modes: int = 8, radius: float = 2.0, std: float = 0.2, layout_seed: int = 0) -> Mixture:
+    """``modes`` equal Gaussians in ``dim`` dimensions (std 0.2), means at random directions on a sphere of radius 2.
+
+    The directions come from a fixed seed (``layout_seed``), so a task spec names one distribution. In 16 or
+    more dimensions random directions are nearly orthogonal: modes sit about radius·√2 apart, far beyond
+    their spread, while a ratio estimator must now work in ``dim`` dimensions.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
+        raise BregzooError(f"gmm-hd: dim must be an integer >= 2, got {dim!r}")
+    if isinstance(modes, bool) or not isinstance(modes, int) or not 1 <= modes <= 1024:
+        raise BregzooError(f"gmm-hd: modes must be an integer in [1, 1024], got {modes!r}")
+    if not (math.isfinite(radius) and radius > 0 and math.isfinite(std) and std > 0):
+        raise BregzooError(f"gmm-hd: radius and std must be positive and finite, got {radius!r}, {std!r}")
+    if dim > 4096:
+        raise BregzooError(f"gmm-hd: dim must be at most 4096, got {dim}")
+    g = torch.Generator().manual_seed(int(layout_seed))
+    directions = torch.randn(modes, dim, generator=g, dtype=torch.float64)
+    means = radius * directions / directions.norm(dim=1, keepdim=True)
+    return Mixture(f"gmm-hd{dim}", means, torch.full((modes,), float(std)), torch.ones(modes))
+
+
 def analytic_gmm(dataset: Mixture, schedule: Schedule) -> MixtureTeacher:
     """The exact teacher of a mixture task (no weights to load)."""
     if not isinstance(dataset, Mixture):
@@ -112,11 +140,13 @@ def analytic_gmm(dataset: Mixture, schedule: Schedule) -> MixtureTeacher:
 
 @hookimpl
 def register_datasets() -> list[Spec]:
-    """The 2-D Gaussian-mixture tasks."""
+    """The Gaussian-mixture tasks: 2-D ones, and one in any dimension."""
     return [
         Spec("gmm8", gmm8, gmm8.__doc__),
         Spec("gmm25", gmm25, gmm25.__doc__),
         Spec("gmm-unbalanced", gmm_unbalanced, gmm_unbalanced.__doc__),
+        Spec("gmm-rare", gmm_rare, gmm_rare.__doc__.splitlines()[0]),
+        Spec("gmm-hd", gmm_hd, gmm_hd.__doc__.splitlines()[0]),
     ]
 
 
