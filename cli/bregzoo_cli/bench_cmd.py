@@ -26,6 +26,16 @@ def bench(
         "--out", "-o", help="Output directory (default: bench/<suite>). Finished cells there are reused.")] = None,
     workers: Annotated[int, typer.Option(
         "--workers", "-w", min=1, help="Parallel worker processes (one torch thread each).")] = min(2, os.cpu_count() or 1),
+    executor: Annotated[str, typer.Option(
+        help="Where cells run: 'local' (--workers processes here) or 'ray' (one Ray task per cell; "
+             "needs bregzoo's 'ray' extra).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="With --executor ray: the cluster to join ('auto', or ray://HOST:10001). [default: start a local "
+             "Ray instance]")] = None,
+    gpus_per_cell: Annotated[float, typer.Option(
+        min=0, help="With --executor ray: GPUs reserved for each cell (1 on a GPU cluster).")] = 0.0,
+    cpus_per_cell: Annotated[float, typer.Option(
+        min=0.01, help="With --executor ray: CPUs reserved for each cell (its torch threads).")] = 1.0,
     report_only: Annotated[bool, typer.Option(
         "--report-only", help="Run nothing: write the leaderboard from the cells already finished in OUT.")] = False,
     compare: Annotated[Optional[tuple[Path, Path]], typer.Option(
@@ -34,14 +44,20 @@ def bench(
     """Fair leaderboard of divergences: same teacher, budget and seeds for every cell.
 
     Resumable: each finished cell is saved to OUT/cells/ and skipped on the next run, so a long suite
-    may run across several sittings.
+    may run across several sittings, and on either executor: a cell finished on a Ray cluster is reused
+    by a local run and the other way round.
     """
     from bregzoo import bench as core
+    from bregzoo.bench.executors import ExecutorSpec
 
     console = Console()
     if compare:
         typer.echo(core.to_text(core.compare(core.load_board(compare[0]), core.load_board(compare[1]))), nl=False)
         return
+    if executor == "local" and (ray_address is not None or gpus_per_cell):
+        raise BregzooError("--ray-address and --gpus-per-cell are for --executor ray")
+    where = ExecutorSpec(executor, workers=workers, ray_address=ray_address, cpus_per_cell=cpus_per_cell,
+                         gpus_per_cell=gpus_per_cell)
     spec = core.load_suite(suite)
     out = out or Path("bench") / spec.name
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -58,7 +74,7 @@ def bench(
             bar.update(state["id"], completed=done, last=f"{cell.id}: {spec.primary_of(cell.task)}={what}")
 
         run = core.run_suite(spec, out, workers=workers, seeds=seeds, divergence=divergence, task=task,
-                             on_cell=on_cell, on_plan=on_plan, execute=not report_only)
+                             on_cell=on_cell, on_plan=on_plan, execute=not report_only, executor=where)
     if not run.results:
         notes = "; ".join(s["note"] for s in run.skipped)
         raise BregzooError(f"no cell of suite {spec.name!r} matches --divergence {divergence!r} --task {task!r}"

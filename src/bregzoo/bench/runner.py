@@ -1,4 +1,4 @@
-"""Run a suite's cells: in parallel worker processes, one result file per finished cell, resumable.
+"""Run a suite's cells (on local worker processes or Ray: ``executors``), one result file per finished cell, resumable.
 
     <out>/cells/<cell-id>.json    a finished cell (written atomically; skipped on the next run)
     <out>/work/<cell-id>/         the cell's run directory while it trains (removed afterwards)
@@ -16,13 +16,12 @@ import platform
 import shutil
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
 from bregzoo import io
+from bregzoo.bench.executors import ExecutorSpec, run_cells
 from bregzoo.bench.suite import Cell, Suite, expand
 
 SAMPLES_KEPT = 256  # student/teacher samples stored per cell for the montage
@@ -94,6 +93,7 @@ def run_cell(cell: Cell, out: str) -> dict[str, Any]:
         student = load_student(result.run_dir)
         record.update(status="ok", steps=result.steps, seconds=result.seconds,
                       student=_finite(result.student), teacher=_finite(result.teacher),
+                      exact=_finite(result.exact),  # the task's own samples: the metric's noise floor
                       samples=_samples(student.sample(SAMPLES_KEPT, seed=cell.seed)),
                       teacher_samples=_samples(_teacher_samples(student, cell)))
     except Exception as exc:  # recorded, reported in the leaderboard as failed
@@ -131,42 +131,26 @@ def load_done(out: Path, cell: Cell) -> dict[str, Any] | None:
     return rec if same_config(rec.get("config"), cell.config.replace(out=None).to_dict()) else None
 
 
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # small 2-D nets: one thread per worker beats contended OpenMP pools
-
-
-def _execute(cells: list[Cell], out: Path, workers: int, on_cell: OnCell | None, done_before: int,
+def _execute(cells: list[Cell], out: Path, executor: ExecutorSpec, on_cell: OnCell | None, done_before: int,
              total: int) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
-
-    def finish(cell: Cell, rec: dict[str, Any]) -> None:
+    for cell, rec in run_cells(cells, str(out), executor):
         io.write_json(cell_path(out, cell), rec)
         results.append(rec)
         if on_cell is not None:
             on_cell(cell, rec, done_before + len(results), total)
-
-    if workers <= 1 or len(cells) <= 1:
-        for cell in cells:
-            finish(cell, run_cell(cell, str(out)))
-        return results
-    # spawn, not fork: forking a process whose torch thread pools are already running can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-        pending = {pool.submit(run_cell, c, str(out)): c for c in cells}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                finish(pending.pop(fut), fut.result())
     return results
 
 
 def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, seeds: int | None = None, divergence: str = "*",
               task: str = "*", on_cell: OnCell | None = None,
-              on_plan: Callable[[int, int], None] | None = None, execute: bool = True) -> SuiteRun:
+              on_plan: Callable[[int, int], None] | None = None, execute: bool = True,
+              executor: ExecutorSpec | None = None) -> SuiteRun:
     """Run every selected cell of ``suite`` not already finished in ``out``; groups run in order
     (a ``top:N`` group needs its ``rank_from`` group's results). ``execute=False`` only collects the
-    finished cells (a leaderboard of a suite still running elsewhere)."""
+    finished cells (a leaderboard of a suite still running elsewhere). ``executor`` says where cells run
+    (``bregzoo.bench.executors``); by default ``workers`` local processes."""
+    executor = executor or ExecutorSpec("local", workers=workers)
     from bregzoo.bench.leaderboard import ranked_divergences
 
     out = Path(out)
@@ -192,7 +176,7 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, seeds: int | N
         if not execute:
             run.missing += len(todo)
             continue
-        fresh = _execute(todo, out, workers, on_cell, len(cells) - len(todo), len(cells))
+        fresh = _execute(todo, out, executor, on_cell, len(cells) - len(todo), len(cells))
         run.results += fresh
         run.ran += len(fresh)
     return run
