@@ -76,3 +76,43 @@ def test_verdicts_call_a_difference_only_when_holm_says_so():
     assert all(out[k].p_holm >= out[k].p for k in ("worse", "better", "same"))
     flipped = verdicts(tests, higher_is_better=True)  # e.g. precision: a higher value is the better one
     assert flipped["worse"].verdict == "better" and flipped["better"].verdict == "worse"
+
+
+# -- in the leaderboard -----------------------------------------------------------------------------
+
+def _record(task: str, divergence: str, seed: int, mmd2_b: float, exact: float = 1e-4) -> dict:
+    config = {"train": {"steps": 10, "batch_size": 8, "fake_updates": 1}, "optim": {"lr_generator": 1e-3},
+              "eval": {"samples": 100, "teacher_steps": 40, "teacher_sampler": "heun"}, "backbone": "mlp",
+              "schedule": "edm", "teacher": "analytic-gmm"}
+    return {"task": task, "divergence": divergence, "estimator": "classifier", "seed": seed, "group": "2d",
+            "status": "ok", "seconds": 1.0, "steps": 10, "config": config, "student": {"mmd2_b": mmd2_b},
+            "teacher": {"mmd2_b": 1.2 * exact}, "exact": {"mmd2_b": exact}, "provenance": {"dist": "bregzoo"}}
+
+
+def test_leaderboard_marks_only_significant_differences_and_shows_the_floor():
+    from bregzoo.bench.leaderboard import build, to_markdown
+    from bregzoo.bench.suite import parse_suite
+
+    suite = parse_suite({"suite": {"name": "t"}, "leaderboard": {"primary": "mmd2_b"},
+                         "group": [{"name": "2d", "tasks": ["gmm8", "gmm-rare"], "divergences": ["*"]}]})
+    rng = random.Random(3)
+    recs = []
+    for task in ("gmm8", "gmm-rare"):
+        for seed in range(5):
+            base = math.exp(rng.gauss(-6, 0.6))
+            recs.append(_record(task, "reverse-kl", seed, base))
+            recs.append(_record(task, "kl", seed, base * (2.0 if task == "gmm8" else 0.5) * math.exp(rng.gauss(0, 0.05))))
+            recs.append(_record(task, "lsif", seed, base * math.exp(rng.gauss(0, 0.4))))
+    board = build(suite, recs)
+    rows = {r["name"]: r for r in board["tasks"]["gmm8"]["rows"]}
+    assert rows["kl"]["vs_baseline"]["verdict"] == "worse" and rows["kl"]["vs_baseline"]["ratio"] == pytest.approx(2, rel=0.1)
+    assert rows["lsif"]["vs_baseline"]["verdict"] == "no significant difference"
+    assert rows["reverse-kl"]["vs_baseline"] is None
+    assert rows["kl"]["ci"][0] < rows["kl"]["metrics"]["mmd2_b"]["mean"] < rows["kl"]["ci"][1]
+    rare = {r["name"]: r for r in board["tasks"]["gmm-rare"]["rows"]}
+    assert rare["kl"]["vs_baseline"]["verdict"] == "better"
+    assert board["tasks"]["gmm8"]["floor"]["metrics"]["mmd2_b"]["mean"] == pytest.approx(1e-4)
+    assert board["summary"]["rows"]["kl"]["better"] == 1 and board["summary"]["rows"]["kl"]["worse"] == 1
+    md = to_markdown(board)
+    assert "*exact samples (noise floor)*" in md and "## Summary across tasks" in md
+    assert "**worse** (×2" in md and "**better** (×0.4" in md and "n.s. (" in md

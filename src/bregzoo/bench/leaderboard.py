@@ -1,5 +1,10 @@
 """The leaderboard: per task, one row per divergence (mean ± std over seeds), ranked by the task's
-primary metric, with the delta vs ``reverse-kl`` (the DMD baseline) and the teacher sampler's row.
+primary metric, with the delta vs ``reverse-kl`` (the DMD baseline), the teacher sampler's row and the
+exact-sample row (the metric's noise floor).
+
+Each row also carries a 95% bootstrap interval of its primary metric's mean and a paired test against
+reverse-kl on the same seeds, Holm-corrected across the task's rows (``bregzoo.bench.stats``): a row is
+called better or worse only when that test says so. A summary across tasks collects the verdicts.
 A suite with more than one estimator, or more than one k of k-step students, gets a row for each
 (``lsif / k=4``); the delta is then against reverse-kl with the same k.
 
@@ -16,10 +21,12 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from bregzoo.bench.stats import bootstrap_ci, paired_test, verdicts
 from bregzoo.bench.suite import Suite
 
 BASELINE = "reverse-kl"
 TEACHER = "teacher"
+FLOOR = "exact samples"
 
 
 def steps_of(rec: dict[str, Any]) -> int:
@@ -73,6 +80,7 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
                 "steps": ok[0].get("steps") if ok else None,
                 "dist": rs[0].get("provenance", {}).get("dist", "?"),
                 "version": rs[0].get("provenance", {}).get("version", "?"),
+                "per_seed": {r["seed"]: (r.get("student") or {}).get(primary) for r in ok},
             })
         # Rank by the primary metric's mean; a row whose primary metric failed on any seed ranks last.
         def sort_key(row: dict[str, Any]) -> tuple:
@@ -89,6 +97,7 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
                         None)
             row["delta_vs_baseline_pct"] = {
                 m: _delta(row["metrics"][m]["mean"], base["metrics"][m]["mean"] if base else None) for m in metrics}
+        _test_against_baseline(rows, higher)
         teacher_ok = [r for r in recs if r.get("status") == "ok"]
         teacher_seen = {}  # one teacher evaluation per seed (it does not depend on the divergence)
         for r in teacher_ok:
@@ -96,12 +105,54 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
         teacher = {"name": TEACHER, "metrics": {m: _stats([t.get(m) for t in teacher_seen.values()]) for m in metrics},
                    "steps": teacher_ok[0]["config"]["eval"]["teacher_steps"] if teacher_ok else None,
                    "sampler": teacher_ok[0]["config"]["eval"]["teacher_sampler"] if teacher_ok else None}
+        exact_seen = {}  # the task's own samples, once per seed: the noise floor of each metric
+        for r in teacher_ok:
+            if r.get("exact"):
+                exact_seen.setdefault(r["seed"], r["exact"])
+        floor = {"name": FLOOR, "metrics": {m: _stats([e.get(m) for e in exact_seen.values()]) for m in metrics}}
         tasks[task] = {"primary": primary, "higher_is_better": higher, "metrics": metrics, "rows": rows,
-                       "teacher": teacher,
+                       "teacher": teacher, "floor": floor if exact_seen else None,
                        "baseline": BASELINE if any(r["divergence"] == BASELINE for r in rows) else None,
                        "budget": _budget(recs)}
     return {"bregzoo_leaderboard": 1, "suite": suite.name, "source": suite.source, "smoke": suite.smoke,
-            "tasks": tasks}
+            "tasks": tasks, "summary": summary(tasks)}
+
+
+def _test_against_baseline(rows: list[dict[str, Any]], higher: bool) -> None:
+    """Each row's bootstrap CI of its primary metric, and its Holm-corrected paired test against the
+    baseline with the same k (``row["vs_baseline"]``; None for the baseline itself or too few seeds)."""
+    tests = {}
+    for row in rows:
+        row["ci"] = bootstrap_ci(list(row["per_seed"].values()))
+        base = next((r for r in rows if r["divergence"] == BASELINE and r["student_steps"] == row["student_steps"]),
+                    None)
+        if base is not None and base is not row:
+            tests[row["name"]] = paired_test(row["per_seed"], base["per_seed"])
+    tested = verdicts(tests, higher)
+    for row in rows:
+        t = tested.get(row["name"])
+        row["vs_baseline"] = None if t is None else {"n": t.n, "scale": t.scale, "ratio": t.ratio, "diff": t.mean_diff,
+                                                     "p": t.p, "p_holm": t.p_holm, "verdict": t.verdict}
+
+
+def summary(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Across tasks: per row name, its verdict against reverse-kl and its rank on each task, and the counts."""
+    rows: dict[str, dict[str, Any]] = {}
+    for task, t in tasks.items():
+        for r in t["rows"]:
+            entry = rows.setdefault(r["name"], {"tasks": {}, "better": 0, "worse": 0, "same": 0})
+            v = r.get("vs_baseline")
+            entry["tasks"][task] = {"rank": r["rank"], "of": len(t["rows"]), "verdict": v["verdict"] if v else None,
+                                    "ratio": v["ratio"] if v else None}
+            if v and v["verdict"] == "better":
+                entry["better"] += 1
+            elif v and v["verdict"] == "worse":
+                entry["worse"] += 1
+            elif v and v["verdict"] == "no significant difference":
+                entry["same"] += 1
+    for entry in rows.values():
+        entry["mean_rank"] = statistics.fmean(x["rank"] for x in entry["tasks"].values())
+    return {"tasks": list(tasks), "rows": dict(sorted(rows.items(), key=lambda kv: (kv[1]["mean_rank"], kv[0])))}
 
 
 def _budget(recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -146,6 +197,20 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:+.1f}%"
 
 
+def _ci(ci: Any) -> str:
+    return "—" if not ci else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def _verdict(v: dict[str, Any] | None) -> str:
+    """'worse (×2.1, p=0.003)', 'no significant difference (p=0.41)', or — for the baseline itself."""
+    if not v:
+        return "—"
+    ratio = f"×{v['ratio']:.2g}, " if v.get("ratio") is not None else ""
+    p = v["p_holm"]
+    text = "n.s." if v["verdict"] == "no significant difference" else f"**{v['verdict']}**"
+    return f"{text} ({ratio}p={p:.2g})" if p == p else text
+
+
 def to_markdown(board: dict[str, Any], skipped: list[dict[str, str]] | None = None) -> str:
     """One table per task; the teacher sampler's row at the bottom for reference."""
     lines = [f"# Leaderboard: suite `{board['suite']}`", ""]
@@ -160,27 +225,58 @@ def to_markdown(board: dict[str, Any], skipped: list[dict[str, str]] | None = No
                   f"{p} (negative = lower). Budget per cell: {b['steps']} steps, batch {b['batch_size']}, "
                   f"{b['fake_updates']} fake updates/step, lr {b['lr_generator']}, backbone `{b['backbone']}`, "
                   f"schedule `{b['schedule']}`; metrics on {b['eval_samples']} samples.", ""]
-        head = ["rank", "divergence", *t["metrics"], f"Δ{p} vs {BASELINE}", "seeds", "wall s/run", "plugin"]
+        head = ["rank", "divergence", *t["metrics"], f"95% CI of {p}", f"Δ{p} vs {BASELINE}",
+                f"vs {BASELINE} (paired, Holm)", "seeds", "wall s/run", "plugin"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in t["rows"]:
             name = f"**{r['name']}**" if r["divergence"] == BASELINE else r["name"]
             fail = f" ({r['failed_runs']} runs failed)" if r["failed_runs"] else ""
             lines.append("| " + " | ".join([
-                str(r["rank"]), name + fail, *(_cell(r["metrics"][m]) for m in t["metrics"]),
-                _pct(r["delta_vs_baseline_pct"].get(p)), str(len(r["seeds"])), f"{r['seconds']:.1f}",
-                f"{r['dist']} {r['version']}"]) + " |")
-        tr = t["teacher"]
-        lines.append("| — | *teacher sampler* " + f"({tr['sampler']}, {tr['steps']} steps)" + " | " + " | ".join(
-            _cell(tr["metrics"][m]) for m in t["metrics"]) + " | — | " + str(tr["metrics"][p]["n"] if p in tr["metrics"]
-                                                                             else 0) + " | — | — |")
+                str(r["rank"]), name + fail, *(_cell(r["metrics"][m]) for m in t["metrics"]), _ci(r.get("ci")),
+                _pct(r["delta_vs_baseline_pct"].get(p)), _verdict(r.get("vs_baseline")), str(len(r["seeds"])),
+                f"{r['seconds']:.1f}", f"{r['dist']} {r['version']}"]) + " |")
+        for ref, label in ((t["teacher"], f"*teacher sampler* ({t['teacher']['sampler']}, {t['teacher']['steps']} steps)"),
+                           (t.get("floor"), "*exact samples (noise floor)*")):
+            if ref is None:
+                continue
+            n = ref["metrics"][p]["n"] if p in ref["metrics"] else 0
+            lines.append(f"| — | {label} | " + " | ".join(_cell(ref["metrics"][m]) for m in t["metrics"])
+                         + f" | — | — | — | {n} | — | — |")
         lines += _tradeoff_lines(t)
         errors = sorted({e for r in t["rows"] for e in r["errors"]})
         if errors:
             lines += ["", "Failures: " + "; ".join(f"`{e}`" for e in errors)]
         lines.append("")
+    lines += _summary_lines(board)
     for s in skipped or []:
         lines += [f"Skipped group `{s['group']}`: {s['note']}", ""]
     return "\n".join(lines)
+
+
+def _summary_lines(board: dict[str, Any]) -> list[str]:
+    """Across tasks: each row's rank and verdict against reverse-kl per task, then its counts."""
+    summ = board.get("summary") or {}
+    if len(summ.get("tasks", [])) < 2:
+        return []
+    mark = {"better": "better", "worse": "worse", "no significant difference": "n.s.", None: "—"}
+    lines = ["## Summary across tasks", "",
+             f"Rank on each task, and the paired test against `{BASELINE}` on the same seeds (Holm-corrected "
+             "within the task; ×r is the geometric mean ratio of the primary metric). \"n.s.\" means no "
+             "significant difference at 5%.", ""]
+    head = ["divergence", *summ["tasks"], "better / n.s. / worse", "mean rank"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, e in summ["rows"].items():
+        cells = []
+        for task in summ["tasks"]:
+            x = e["tasks"].get(task)
+            if x is None:
+                cells.append("—")
+                continue
+            ratio = f" ×{x['ratio']:.2g}" if x.get("ratio") is not None else ""
+            cells.append(f"#{x['rank']}/{x['of']} {mark.get(x['verdict'], x['verdict'])}{ratio}")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {e['better']} / {e['same']} / {e['worse']} | "
+                     f"{e['mean_rank']:.1f} |")
+    return lines + [""]
 
 
 def tradeoffs(task: dict[str, Any], against: str = "modes_covered", margin: float = 1.0) -> list[dict[str, Any]]:
