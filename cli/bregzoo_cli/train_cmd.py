@@ -7,9 +7,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-# Keys a resumed run may change: more steps, and how often it logs, evaluates and checkpoints.
-RESUMABLE = {"train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints"}
-
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
     from bregzoo import BregzooError
@@ -51,6 +48,8 @@ def resolve_config(config: Optional[Path], resume: Optional[Path], overrides: di
     from bregzoo.config import RunConfig
 
     if resume is not None:
+        from bregzoo.train.rundir import RESUMABLE  # more steps, the log/eval/checkpoint cadence; nothing else
+
         if config is not None:
             raise BregzooError("--resume continues a run with its own config.json; drop --config")
         changed = sorted(k for k in overrides if k not in RESUMABLE and k != "out")

@@ -254,21 +254,32 @@ class Distiller:
         """accelerate save_state plus our own state, written under a temporary name then renamed."""
         acc, final = self.acc, run.checkpoint(self.step)
         tmp = final.with_name(f".{final.name}.tmp")
-        if acc.is_main_process:
+        try:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            acc.wait_for_everyone()
+            acc.save_state(str(tmp))
+            if acc.is_main_process:
+                state = {"rng": self.rng.get_state()}
+                state.update({f"weights.{k}": v for k, v in self.weights.state_dict().items()})
+                if self.ema is not None:
+                    state.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+                io.save_file(state, tmp / "train_state.safetensors", metadata={
+                    "step": str(self.step), **rundir.identity_metadata(self.cfg)})
+                io.usual_permissions(tmp)  # accelerate's model.safetensors arrive 0600
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                io.replace_dir(tmp, final)
+        except Exception as exc:
+            # A full disk surfaces as OSError, safetensors' SafetensorError or torch.save's RuntimeError
+            # ("unexpected pos"): whichever, the half-written directory goes and the last checkpoint stays.
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+            raise BregzooError(
+                f"step {self.step}: writing checkpoint {final} failed ({_first_line(exc)}; {_free_space(run.root)}); "
+                f"nothing of it was kept, the last complete checkpoint is {run.latest_checkpoint() or 'none'}. Free "
+                f"some space (or lower train.keep_checkpoints), then continue with --resume {run.root}") from exc
         if acc.is_main_process:
-            state = {"rng": self.rng.get_state()}
-            state.update({f"weights.{k}": v for k, v in self.weights.state_dict().items()})
-            if self.ema is not None:
-                state.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-            io.save_file(state, tmp / "train_state.safetensors", metadata={"step": str(self.step)})
-            io.usual_permissions(tmp)  # accelerate's model.safetensors arrive 0600
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            io.replace_dir(tmp, final)
             run.prune_checkpoints(self.cfg.train.keep_checkpoints)
         acc.wait_for_everyone()
         return final
@@ -277,8 +288,10 @@ class Distiller:
         """Restore everything ``save_checkpoint`` wrote (weights-only loading throughout).
 
         A checkpoint that cannot be read (truncated, edited, another architecture, a pickle that is not
-        plain tensors) is one user error naming it, never a traceback.
+        plain tensors) is one user error naming it, never a traceback; so is a checkpoint of another config
+        (config.json edited since it was written, beyond the keys a resume may change).
         """
+        rundir.check_resumable(path, self.cfg)
         try:
             self.acc.load_state(str(path))
             state = io.load_file(path / "train_state.safetensors")
@@ -364,8 +377,24 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _first_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: " + ((str(exc).strip().splitlines() or [""])[0][:200])
+    return f"{text} [{exc.strerror}]" if isinstance(exc, OSError) and exc.strerror and exc.strerror not in text else text
+
+
+def _free_space(path: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(path).free / 2**20:.1f} MiB free there"
+    except OSError:
+        return "free space unknown"
+
+
 def _steps(k: int) -> str:
     return f"{k} step" if k == 1 else f"{k} steps"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _finite(d: dict[str, float]) -> dict[str, float]:
@@ -400,18 +429,18 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         cpu=_cpu_only_multiprocess(),
         mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(root), logging_dir=str(root)))
+    lock = None
     try:
         resolve(cfg)  # every spec, metrics included, exactly as train --dry-run checks them
         parts = build(cfg)
         checks = run_claim_checks(parts.divergence, parts.estimator) if check else []
         require_passed(checks, force)
-        if resume:
-            run = rundir.existing(root)
-        else:
-            if acc.is_main_process:
-                rundir.prepare(root, overwrite=overwrite)
-            acc.wait_for_everyone()
-            run = rundir.RunDir(root)
+        # One training per directory: a second one on it is refused while this one runs.
+        lock = rundir.claim(root, resume, overwrite) if acc.is_main_process else None
+        acc.wait_for_everyone()
+        run = rundir.RunDir(root)
+        if lock is not None and lock.taken_over:
+            acc.print(f"{root}: took over the lock of pid {lock.taken_over}, which is no longer running")
         distiller = Distiller(cfg, parts, acc)
         if resume:  # load before writing anything: a checkpoint that cannot be read leaves the run untouched
             ckpt = run.latest_checkpoint()
@@ -420,8 +449,11 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
                 raise BregzooError(f"--resume {root}: the run is already at step {distiller.step}, past --steps "
                                    f"{cfg.train.steps}; give --steps {distiller.step} or more (or leave it out)")
         if acc.is_main_process:
+            # Every resume is recorded: the step it continued from, when, and the new total of steps.
+            resumes = rundir.resumes(run) + ([{"step": distiller.step, "time": _now(), "steps": cfg.train.steps}]
+                                             if resume else [])
             io.write_json(run.config, {
-                rundir.MARKER: 1, "config": cfg.to_dict(), "components": parts.provenance,
+                rundir.MARKER: 1, "config": cfg.to_dict(), "resumes": resumes, "components": parts.provenance,
                 "checks": checks, "init_from_teacher": parts.from_teacher,
                 "estimator_trained": distiller.uses_estimator,
                 # the weighting this divergence trains with ("auto" and None resolved; docs/math.md)
@@ -504,6 +536,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         return RunResult(run.root, distiller.step, time.perf_counter() - started, student_m, teacher_m, exact_m,
                          directions(*cfg.eval.final_metrics), checks, acc.is_main_process, len(distiller.times))
     finally:
+        if lock is not None:
+            lock.release()
         if accelerator is None:
             acc.end_training()  # finishes trackers and destroys the process group (gloo aborts at exit otherwise)
             if acc.num_processes == 1:

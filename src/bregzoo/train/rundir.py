@@ -6,21 +6,33 @@
     <out>/samples.png             teacher vs student samples
     <out>/checkpoints/step-NNNNNNN/   accelerate save_state + train_state.safetensors (for --resume)
     <out>/tb/                     TensorBoard logs
+    <out>/.lock                   the pid of the training that holds the directory (bregzoo.train.runlock)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bregzoo import io
 from bregzoo.errors import BregzooError
+from bregzoo.train.runlock import NAME as LOCK_NAME
+from bregzoo.train.runlock import RunLock
+
+if TYPE_CHECKING:
+    from bregzoo.config import RunConfig
 
 MARKER = "bregzoo_run"
 # Everything a run creates; only these are removed when a run directory is reused.
+# Keys a resumed run may change: more steps, and how often it logs, evaluates and checkpoints; and ``out``,
+# where the run lives (a moved or copied run directory resumes). Nothing else of a checkpoint's config may.
+RESUMABLE = frozenset({"train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
+                       "train.keep_checkpoints"})
+BOOKKEEPING = RESUMABLE | {"out"}
 OWNED = ("config.json", "metrics.jsonl", "generator.safetensors", "generator_raw.safetensors", "samples.png",
          "checkpoints", "tb")
 
@@ -113,7 +125,7 @@ def prepare(path: str | Path, overwrite: bool = False) -> RunDir:
             f"--out {root} already holds a bregzoo run ({state}); '--resume {root}' continues it (add --steps N "
             f"for more steps), --overwrite replaces it (its checkpoints, generator and logs are deleted), "
             "or choose another --out")
-    if root.is_dir() and any(root.iterdir()) and not is_run_dir(root) and not overwrite:
+    if root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir()) and not is_run_dir(root) and not overwrite:
         raise BregzooError(
             f"--out {root} exists and is not a bregzoo run directory; choose another --out "
             "or pass --overwrite (only the files a run writes are replaced)"
@@ -132,6 +144,35 @@ def prepare(path: str | Path, overwrite: bool = False) -> RunDir:
     return RunDir(root)
 
 
+def claim(path: str | Path, resume: bool = False, overwrite: bool = False) -> RunLock:
+    """Lock the run directory for this process, then check it (and, for a new run, ``prepare`` it).
+
+    The lock comes before the checks, so a second training started on the same directory is told that
+    the directory is in use (by which pid), not that it holds an unfinished run. A directory refused by
+    the checks is left as it was: the lock file goes with the lock.
+    """
+    root = Path(path)
+    if resume:
+        existing(root)  # read-only: a folder that is no run gets no lock file
+    elif root.exists() and not root.is_dir():
+        raise BregzooError(f"--out {root} is a file, not a directory; choose another --out")
+    elif not root.exists():
+        try:
+            root.mkdir(parents=True)
+        except FileExistsError:  # another training made it a moment ago: the lock decides
+            pass
+        except OSError as exc:
+            raise BregzooError(f"--out {root}: cannot create or clean the run directory ({exc.strerror}); "
+                               "choose a writable --out") from None
+    lock = RunLock(root, "--resume" if resume else "--out").acquire()
+    try:
+        existing(root) if resume else prepare(root, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
 def existing(path: str | Path) -> RunDir:
     """An existing run directory to resume; anything else is a user error."""
     root = Path(path)
@@ -141,3 +182,67 @@ def existing(path: str | Path) -> RunDir:
     if run.latest_checkpoint() is None:
         raise BregzooError(f"--resume {root}: the run has no checkpoint yet; start it again without --resume")
     return run
+
+
+# -- the config a checkpoint was trained with -------------------------------------------------------
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def identity(cfg: "RunConfig") -> dict[str, Any]:
+    """The config as dotted keys, less the keys a resume may change (``BOOKKEEPING``)."""
+    return {k: v for k, v in _flat(cfg.to_dict()).items() if k not in BOOKKEEPING}
+
+
+def identity_metadata(cfg: "RunConfig") -> dict[str, str]:
+    """What a checkpoint stores of its config: the identity and its sha256."""
+    text = json.dumps(identity(cfg), sort_keys=True)
+    return {"config_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "config_identity": text}
+
+
+def check_resumable(checkpoint: Path, cfg: "RunConfig") -> None:
+    """Refuse to resume ``checkpoint`` with a config other than the one it was trained with.
+
+    Only the ``BOOKKEEPING`` keys may differ. A key the checkpoint does not know (a config field added
+    since) is allowed: a new field's default keeps the old behaviour. A checkpoint written before
+    checkpoints stored their config, or one whose header cannot be read (``load_checkpoint`` then
+    says so), is not checked here.
+    """
+    try:
+        meta = io.read_metadata(checkpoint / "train_state.safetensors")
+    except BregzooError:
+        return
+    if "config_sha256" not in meta or meta["config_sha256"] == identity_metadata(cfg)["config_sha256"]:
+        return
+    try:
+        stored = json.loads(meta["config_identity"])
+    except (KeyError, ValueError):
+        stored = None
+    now = identity(cfg)
+    if not isinstance(stored, dict):
+        changed = ["(its stored config is unreadable)"]
+    else:
+        changed = [f"{k} {stored[k]!r} -> {now[k]!r}" if k in now else f"{k} (no longer a config key)"
+                   for k in sorted(stored) if k not in now or stored[k] != now[k]]
+    if changed:
+        root = checkpoint.parent.parent
+        raise BregzooError(
+            f"--resume {root}: its config.json differs from the config checkpoint {checkpoint.name} was trained "
+            f"with: {'; '.join(changed[:5])}{f' (and {len(changed) - 5} more)' if len(changed) > 5 else ''}. A resume "
+            f"may change only {', '.join(sorted(RESUMABLE))}; undo the edit, or train anew with another --out")
+
+
+def resumes(run: RunDir) -> list[dict[str, Any]]:
+    """The resumes recorded in the run's config.json (oldest first; [] for none or an unreadable file)."""
+    try:
+        found = json.loads(run.config.read_text(encoding="utf-8")).get("resumes", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return found if isinstance(found, list) else []
