@@ -53,9 +53,35 @@ def suite_data(**group) -> dict:
 def test_shipped_suites_parse_and_standard_covers_every_divergence():
     quick, standard = load_suite("quick"), load_suite("standard")
     assert len(expand(quick, quick.groups[0])) == 6  # 2 tasks x 3 divergences x 1 seed
-    cells = expand(standard, standard.groups[0])
-    assert {c.divergence for c in cells} == set(list_divergences())
-    assert {c.task for c in cells} == {"gmm8", "gmm25", "gmm-unbalanced"} and {c.seed for c in cells} == {0, 1, 2}
+    mixtures = [g for g in standard.groups if g.name != "digits"]
+    assert {t for g in mixtures for t in g.tasks} == {"gmm8", "gmm25", "gmm-unbalanced", "gmm-rare", "gmm-hd:dim=16"}
+    for group in mixtures:  # one task a group (each fits 2 hours on 2 cores), every divergence, 5 seeds
+        cells = expand(standard, group)
+        assert {c.divergence for c in cells} == set(list_divergences()) and len(group.tasks) == 1
+        assert {c.seed for c in cells} == set(range(5))
+        assert cells[0].config.train.steps == 6000 and cells[0].config.weighting.normalize == "auto"
+    v1 = load_suite("standard-v1")  # the committed results/standard still reproduces
+    assert {c.task for c in expand(v1, v1.groups[0])} == {"gmm8", "gmm25", "gmm-unbalanced"}
+
+
+def test_group_selects_groups_and_reads_its_rank_from_group(tmp_path, monkeypatch):
+    import bregzoo.bench.runner as runner
+
+    ran = []
+    monkeypatch.setattr(runner, "run_cell", lambda cell, out: ran.append(cell.id) or {
+        "id": cell.id, "group": cell.group, "task": cell.task, "divergence": cell.divergence, "estimator": "classifier",
+        "seed": cell.seed, "status": "ok", "config_hash": cell.config_hash, "seconds": 1.0,
+        "student": {"mmd2": {"reverse-kl": 0.3, "bkl": 0.1, "lsif": 0.2}[cell.divergence]}, "teacher": {},
+        "config": cell.config.replace(out=None).to_dict()})
+    data = {"suite": {"name": "t"}, "config": {"train.steps": 7}, "group": [
+        {"name": "a", "tasks": ["gmm8"], "divergences": ["reverse-kl", "bkl", "lsif"], "seeds": 1},
+        {"name": "b", "tasks": ["gmm25"], "divergences": ["top:1"], "rank_from": "a", "seeds": 1}]}
+    suite = parse_suite(data)
+    run = run_suite(suite, tmp_path, groups="a")
+    assert run.ran == 3 and all(c.startswith("a--") for c in ran)
+    ran.clear()
+    run = run_suite(suite, tmp_path, groups="b")  # ranks from a's finished cells without running them
+    assert ran == ["b--gmm25--bkl--classifier--s0"] and run.ran == 1
 
 
 @pytest.mark.parametrize("data, where", [

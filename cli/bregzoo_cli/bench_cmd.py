@@ -20,6 +20,9 @@ def bench(
     divergence: Annotated[str, typer.Option(
         "--divergence", "-d", help="Only divergences matching this fnmatch pattern ('*kl*').")] = "*",
     task: Annotated[str, typer.Option("--task", "-t", help="Only tasks matching this fnmatch pattern.")] = "*",
+    group: Annotated[str, typer.Option(
+        "--group", "-g", help="Only the suite's groups whose name matches this fnmatch pattern (each group of "
+                              "'standard' fits 2 hours on 2 cores).")] = "*",
     seeds: Annotated[Optional[int], typer.Option(
         "--seeds", min=1, help="Seeds per cell (overrides the suite's count for every group).")] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -74,10 +77,12 @@ def bench(
             bar.update(state["id"], completed=done, last=f"{cell.id}: {spec.primary_of(cell.task)}={what}")
 
         run = core.run_suite(spec, out, workers=workers, seeds=seeds, divergence=divergence, task=task,
-                             on_cell=on_cell, on_plan=on_plan, execute=not report_only, executor=where)
+                             on_cell=on_cell, on_plan=on_plan, execute=not report_only, executor=where,
+                             groups=group)
     if not run.results:
         notes = "; ".join(s["note"] for s in run.skipped)
-        raise BregzooError(f"no cell of suite {spec.name!r} matches --divergence {divergence!r} --task {task!r}"
+        raise BregzooError(f"no cell of suite {spec.name!r} matches --group {group!r} --divergence {divergence!r} "
+                           f"--task {task!r} (groups: {', '.join(g.name for g in spec.groups)})"
                            + (f" ({notes})" if notes else ""))
     board = core.write_outputs(spec, run, out)
     for name, t in board["tasks"].items():

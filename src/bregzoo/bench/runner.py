@@ -9,6 +9,7 @@ a suite's budget reruns the affected cells instead of mixing budgets in one lead
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -145,17 +146,23 @@ def _execute(cells: list[Cell], out: Path, executor: ExecutorSpec, on_cell: OnCe
 def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, seeds: int | None = None, divergence: str = "*",
               task: str = "*", on_cell: OnCell | None = None,
               on_plan: Callable[[int, int], None] | None = None, execute: bool = True,
-              executor: ExecutorSpec | None = None) -> SuiteRun:
+              executor: ExecutorSpec | None = None, groups: str = "*") -> SuiteRun:
     """Run every selected cell of ``suite`` not already finished in ``out``; groups run in order
     (a ``top:N`` group needs its ``rank_from`` group's results). ``execute=False`` only collects the
     finished cells (a leaderboard of a suite still running elsewhere). ``executor`` says where cells run
-    (``bregzoo.bench.executors``); by default ``workers`` local processes."""
+    (``bregzoo.bench.executors``); by default ``workers`` local processes. ``groups`` (an fnmatch pattern)
+    selects groups by name; a selected ``top:N`` group still reads the finished cells of its ``rank_from``."""
     executor = executor or ExecutorSpec("local", workers=workers)
     from bregzoo.bench.leaderboard import ranked_divergences
 
     out = Path(out)
     run = SuiteRun()
+    wanted = {g.name for g in suite.groups if fnmatch.fnmatchcase(g.name, groups)}
     for group in suite.groups:
+        if group.name not in wanted:
+            if group.name in {g.rank_from for g in suite.groups if g.name in wanted}:  # read, never run
+                run.results += [r for c in expand(suite, group, seeds=seeds) if (r := load_done(out, c)) is not None]
+            continue
         missing = group.missing()
         if missing:
             run.skipped.append({"group": group.name, "note": group.missing_note or f"missing {', '.join(missing)}",
