@@ -56,12 +56,16 @@ class TrainConfig:
     # the first k of k + 1 EDM rho-spaced levels from the schedule's t_max; 1 step: t_max alone).
     student_steps: int = 1
     student_times: Optional[tuple[float, ...]] = None
+    # Extra Gaussian latent coordinates (channels, for images) fed to the one-step generator beside
+    # sigma(t_max)*eps: its input is (C + extra_latent, ...), its output the data's C (networks.LatentDenoiser).
+    # 0: the latent is the data's shape. The fake denoiser and the estimator never see the latent.
+    extra_latent: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every",
                      "keep_checkpoints"):
             _require(getattr(self, name) > 0, f"train.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("fake_updates", "fake_warmup", "seed", "cpu_threads"):
+        for name in ("fake_updates", "fake_warmup", "seed", "cpu_threads", "extra_latent"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
         _require(self.mixed_precision in ("no", "bf16", "fp16"),
                  f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
@@ -69,6 +73,10 @@ class TrainConfig:
         _require(self.seed < 2**63, f"train.seed must be < 2**63 (torch seeds are 64-bit), got {self.seed}")
         _require(self.student_steps >= 1, f"train.student_steps must be >= 1 (1: a one-step student), "
                                           f"got {self.student_steps}")
+        _require(self.extra_latent == 0 or self.student_steps == 1,
+                 f"train.extra_latent ({self.extra_latent}) is for one-step students: a k-step student re-noises "
+                 f"its output in the data's shape, so it has no room for extra latent coordinates; set "
+                 f"train.student_steps=1 or train.extra_latent=0")
         if self.student_times is not None:  # the range of the levels is checked against the schedule by resolve
             times = list(self.student_times)
             _require(len(times) == self.student_steps,

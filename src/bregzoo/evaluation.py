@@ -122,8 +122,8 @@ def evaluate_student(path: str, metrics: tuple[str, ...] | list[str] | None, n: 
     student = load_student(path)
     metrics = metrics or student.config.eval.final_metrics  # what the run itself reported
     student.generator.eval()
-    # (n, k, *data_shape) noise, as Student.sample draws it: the same samples for the same seed
-    x, seconds = timed_batches(student.draw, (student.steps, *student.data_shape), n, seed, batch)
+    # (n, k, *latent_shape) noise, as Student.sample draws it: the same samples for the same seed
+    x, seconds = timed_batches(student.draw, (student.steps, *student.latent_shape), n, seed, batch)
     ref, shown = reference_dataset(dataset or student.config.task, split)
     return EvalResult("student", str(path), shown, n, student.steps, student.steps, seconds,
                       run_metrics(x, ref, metrics))

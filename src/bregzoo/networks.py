@@ -34,11 +34,31 @@ class Denoiser(_Preconditioned):
     """EDM preconditioning (Karras et al. 2022) in y = x/alpha: D = c_skip y + c_out F(c_in y, log(s)/4)."""
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        s, y, out = self._inputs(x, t)
+        return self._skip(*self._inputs(x, t))
+
+    def _skip(self, s: Tensor, y: Tensor, out: Tensor) -> Tensor:
         sd2, s2 = self.sigma_data**2, s.square()
         c_skip = sd2 / (s2 + sd2)
         c_out = s * self.sigma_data / (s2 + sd2).sqrt()
         return c_skip * y + c_out * out
+
+
+class LatentDenoiser(Denoiser):
+    """A generator whose latent has extra Gaussian channels beside sigma*eps (``train.extra_latent``).
+
+    The backbone is built for the latent's shape (C + extra, ...) and reads all of it, preconditioned
+    like x; the output is its first ``channels`` (the data's C), with the skip connection on those alone.
+    An input of the data's own shape cannot carry more entropy than the data has dimensions; the
+    extra coordinates let the one-step map spend some on the mixture's modes (its discontinuities).
+    """
+
+    def __init__(self, net: nn.Module, schedule: Schedule, sigma_data: float, channels: int) -> None:
+        super().__init__(net, schedule, sigma_data)
+        self.channels = int(channels)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        s, y, out = self._inputs(x, t)
+        return self._skip(s, y[:, : self.channels], out[:, : self.channels])
 
 
 class RatioNet(_Preconditioned):

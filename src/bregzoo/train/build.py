@@ -20,7 +20,8 @@ from bregzoo.api import (check_component, create_backbone, create_dataset, creat
 from bregzoo.config import RunConfig
 from bregzoo.divergence import Divergence
 from bregzoo.estimator import RatioEstimator
-from bregzoo.networks import Denoiser, RatioNet
+from bregzoo.errors import BregzooError
+from bregzoo.networks import Denoiser, LatentDenoiser, RatioNet
 from bregzoo.plugins import get_host
 from bregzoo.registry import parse_spec
 from bregzoo.schedules import Schedule, make_schedule
@@ -48,6 +49,7 @@ class Parts:
     sigma_data: float
     from_teacher: bool
     provenance: dict[str, dict[str, str]] = field(default_factory=dict)
+    latent_shape: tuple[int, ...] = ()  # the generator's noise per sample: data_shape, or more channels with extra_latent
 
 
 def build_schedule(spec: str) -> Schedule:
@@ -93,20 +95,36 @@ def build(cfg: RunConfig, init_seed: int | None = None) -> Parts:
     estimator = create_ratio_estimator(cfg.estimator)
     sigma_data = sigma_data_of(dataset)
     shape = tuple(dataset.data_shape)
+    latent = latent_shape(shape, cfg.train.extra_latent)
 
     torch.manual_seed(cfg.train.seed if init_seed is None else init_seed)
     net = getattr(teacher, "denoiser", None)
     from_teacher = cfg.train.init_from_teacher and isinstance(net, nn.Module)
+    if from_teacher and cfg.train.extra_latent:
+        raise BregzooError(f"train.extra_latent ({cfg.train.extra_latent}) needs a generator built for a larger input, "
+                           f"but the teacher's network (input {shape}) would initialise it; set "
+                           "train.init_from_teacher=false, or train.extra_latent=0")
     if from_teacher:
         generator, fake = copy.deepcopy(net), copy.deepcopy(net)
         generator.requires_grad_(True)
         fake.requires_grad_(True)
     else:
-        generator = Denoiser(create_backbone(cfg.backbone, data_shape=shape), schedule, sigma_data)
+        generator = (LatentDenoiser(create_backbone(cfg.backbone, data_shape=latent), schedule, sigma_data, shape[0])
+                     if cfg.train.extra_latent else Denoiser(create_backbone(cfg.backbone, data_shape=shape), schedule,
+                                                             sigma_data))
         fake = Denoiser(create_backbone(cfg.backbone, data_shape=shape), schedule, sigma_data)
     ratio = RatioNet(create_backbone(cfg.backbone, data_shape=shape, scalar_output=True), schedule, sigma_data)
     return Parts(dataset, teacher, schedule, divergence, estimator, generator, fake, ratio, sigma_data,
-                 from_teacher, provenance(cfg))
+                 from_teacher, provenance(cfg), latent)
+
+
+def latent_shape(data_shape: tuple[int, ...], extra: int = 0) -> tuple[int, ...]:
+    """The generator's noise shape per sample: the data's, with ``extra`` more channels (first axis).
+
+    >>> latent_shape((2,), 6), latent_shape((3, 8, 8), 1)
+    ((8,), (4, 8, 8))
+    """
+    return (data_shape[0] + extra, *data_shape[1:])
 
 
 def provenance(cfg: RunConfig) -> dict[str, dict[str, str]]:

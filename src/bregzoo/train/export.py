@@ -4,7 +4,9 @@ A ``generator.safetensors`` file is self-describing: ``load_student`` rebuilds t
 config stored in its metadata (through the same registries), so ``bregzoo sample`` needs nothing else.
 The metadata also holds ``student_steps`` and ``student_times``, the noise levels the student was
 trained at (resolved, so a later change of the default spacing cannot change a shipped student); a
-file without them (written before k-step students) is a one-step student.
+file without them (written before k-step students) is a one-step student. ``latent_shape`` is the
+noise one sample draws (the data's shape, or more channels with ``train.extra_latent``); the config
+alone rebuilds it, the entry is there for readers.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def save_student(path: Path, generator: nn.Module, cfg: RunConfig, step: int,
         times = student_times(build_schedule(cfg.schedule), cfg.train.student_steps, cfg.train.student_times)
     meta = {"bregzoo_generator": "1", "config": cfg.to_json(), "step": str(step),
             "student_steps": str(len(times)), "student_times": json.dumps(list(times))}
+    if cfg.train.extra_latent:
+        meta["extra_latent"] = str(cfg.train.extra_latent)
     return io.save_file(generator.state_dict(), path, metadata=meta)
 
 
@@ -49,9 +53,11 @@ class Student:
     dataset: Any
     step: int
     times: tuple[float, ...] = ()  # the k noise levels it is applied at; () reads as the schedule's t_max
+    latent_shape: tuple[int, ...] = ()  # one sample's generator noise per level; () reads as data_shape
 
     def __post_init__(self) -> None:
         self.times = tuple(self.times) or (float(self.schedule.t_max),)
+        self.latent_shape = tuple(self.latent_shape) or tuple(self.data_shape)
 
     @property
     def steps(self) -> int:
@@ -59,11 +65,11 @@ class Student:
         return len(self.times)
 
     def noise(self, n: int, generator: torch.Generator) -> Tensor:
-        """The (n, k, *data_shape) noise of n samples (for k = 1, the values of an (n, *data_shape) draw)."""
-        return torch.randn(n, self.steps, *self.data_shape, generator=generator)
+        """The (n, k, *latent_shape) noise of n samples (for k = 1, the values of an (n, *latent_shape) draw)."""
+        return torch.randn(n, self.steps, *self.latent_shape, generator=generator)
 
     def draw(self, noise: Tensor) -> Tensor:
-        """Samples from ``noise`` of shape (B, k, *data_shape), through the k-step chain."""
+        """Samples from ``noise`` of shape (B, k, *latent_shape), through the k-step chain."""
         return generate(self.generator, self.schedule, noise, self.times)
 
     @torch.no_grad()
@@ -110,7 +116,7 @@ def load_student(path: str | Path) -> Student:
             f"{details[0] if details else exc}); the file was edited or written by another architecture"
         ) from None
     return Student(parts.generator.eval(), parts.schedule, tuple(parts.dataset.data_shape), cfg, parts.dataset,
-                   int(meta.get("step", 0)), stored_times(weights, meta, cfg, parts.schedule))
+                   int(meta.get("step", 0)), stored_times(weights, meta, cfg, parts.schedule), parts.latent_shape)
 
 
 def stored_times(weights: Path, meta: dict[str, str], cfg: RunConfig, schedule: Schedule) -> tuple[float, ...]:

@@ -70,13 +70,14 @@ def draw_step_noise(rng: torch.Generator, parts: Parts, cfg: RunConfig, num_proc
     """
     a, p, b = cfg.train.grad_accum, num_processes, cfg.train.batch_size
     n, shape, sched = a * p * b, tuple(parts.dataset.data_shape), parts.schedule
+    latent = tuple(parts.latent_shape or shape)  # the generator's noise; the same as shape unless train.extra_latent
     k = cfg.train.student_steps
 
     def mine(x: Tensor) -> Tensor:
         return rearrange(x, "(a p b) ... -> a p b ...", a=a, p=p)[:, rank]
 
     def draws() -> dict[str, Tensor]:
-        out = {"eps": mine(torch.randn(n, k, *shape, generator=rng)),
+        out = {"eps": mine(torch.randn(n, k, *latent, generator=rng)),
                "t": mine(sched.sample_t(n, generator=rng)),
                "z": mine(torch.randn(n, *shape, generator=rng))}
         if k > 1:  # DMD2: each sample's generator step, drawn at random
@@ -312,7 +313,8 @@ class Distiller:
     def student_samples(self, n: int) -> Tensor:
         """n student samples from fixed noise (the same at every evaluation), through its whole k-step chain."""
         g = torch.Generator().manual_seed(self.cfg.train.seed + EVAL_SEED_OFFSET)
-        eps = torch.randn(n, len(self.times), *self.parts.dataset.data_shape, generator=g).to(self.acc.device)
+        latent = self.parts.latent_shape or self.parts.dataset.data_shape
+        eps = torch.randn(n, len(self.times), *latent, generator=g).to(self.acc.device)
         with self.acc.autocast():
             return torch.cat([generate(self.student, self.parts.schedule, e, self.times).float().cpu()
                               for e in eps.split(4096)])
