@@ -92,3 +92,39 @@ def test_inception_weights_that_are_not_plain_tensors_are_refused(tmp_path, monk
     with pytest.raises(BregzooError, match="refusing to unpickle"):
         create_metric("fid", inception_weights=str(bad))(torch.zeros(4, 3, 32, 32), fake)
     assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """A file of InceptionV3's layout with random weights (the real one is a 95 MB download), saved as plain tensors."""
+    from unittest import mock
+
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None):
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path_factory.mktemp("inception") / "weights.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_fid_reads_the_inception_file_once_and_only_weights_only(random_inception_weights, monkeypatch):
+    from bregzoo_zoo import fidelity
+
+    fidelity._inception_state.cache_clear()
+    real_load, calls = torch.load, []
+
+    def weights_only_load(*args, **kwargs):  # torch-fidelity's own loader passes weights_only=False
+        calls.append(kwargs.get("weights_only"))
+        assert kwargs.get("weights_only") is True, f"torch.load{args[:1]} with weights_only={kwargs.get('weights_only')}"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", weights_only_load)
+    fake = type("D", (), {"data_shape": (3, 32, 32),
+                          "sample": lambda self, n, generator=None: torch.rand(n, 3, 32, 32, generator=generator) * 2 - 1})()
+    samples = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    out = create_metric("fid", inception_weights=str(random_inception_weights), reference=2)(samples, fake)
+    assert torch.isfinite(torch.tensor(out["fid"])), out
+    fidelity.inception_state(str(random_inception_weights))  # kid and prc of the same evaluation: no second load
+    assert calls == [True]

@@ -4,6 +4,8 @@ Feature extractors live in torch-fidelity's registry: ``digits-cnn`` (registered
 ``assets/digits_cnn.safetensors``, 128-d penultimate features) and torch-fidelity's own ``inception-v3-compat``,
 used only when its weights file is on this machine (``inception_weights=`` option, ``$BREGZOO_INCEPTION_WEIGHTS``,
 or torch hub's cache). ``feature_extractor="auto"`` picks digits-cnn for 1x8x8 data and Inception otherwise.
+torch-fidelity would unpickle the Inception file without restriction; bregzoo loads it once, weights-only, and
+hands torch-fidelity the tensors (``bregzoo-inception-v3``, the same network and features).
 
 A metric is ``metric(samples, dataset) -> dict``: samples (N, C, H, W) in [-1, 1] against the dataset's real
 images (all of them when it is indexable, else ``reference`` fresh samples), both fed as uint8.
@@ -24,6 +26,7 @@ from bregzoo import BregzooError, Spec, hookimpl
 
 DIGITS_EXTRACTOR = "digits-cnn"
 INCEPTION = "inception-v3-compat"
+SAFE_INCEPTION = "bregzoo-inception-v3"  # INCEPTION on weights that bregzoo loaded weights-only
 INCEPTION_ENV = "BREGZOO_INCEPTION_WEIGHTS"
 _OUT_KEYS = {  # torch-fidelity's result keys -> ours
     "frechet_inception_distance": "fid",
@@ -106,7 +109,7 @@ def register_digits_extractor() -> str:
 
 
 def inception_weights(path: str | None = None) -> str:
-    """The local torch-fidelity InceptionV3 weights file, checked to hold tensors only; else a BregzooError."""
+    """The path of the local torch-fidelity InceptionV3 weights file (read by ``inception_state``); else a BregzooError."""
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
     filename = URL_INCEPTION_V3.rsplit("/", 1)[-1]
@@ -121,13 +124,59 @@ def inception_weights(path: str | None = None) -> str:
                 f"'{hub}', or set ${INCEPTION_ENV}=FILE (or pass inception_weights=FILE); nothing is downloaded at run time"
             )
         chosen = str(hub)
-    # torch-fidelity unpickles the file with weights_only=False; load it safely first so a file holding
-    # anything but tensors is refused before that happens.
-    try:
-        torch.load(Path(os.path.expanduser(chosen)), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BregzooError(f"'{chosen}' is not a plain InceptionV3 weights file ({type(exc).__name__}); refusing to unpickle it") from None
     return str(Path(os.path.expanduser(chosen)))
+
+
+def inception_state(path: str) -> dict[str, Tensor]:
+    """The InceptionV3 weights at ``path``, loaded weights-only (tensors and nothing else), once per file version."""
+    st = os.stat(path)
+    return _inception_state(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=1)  # fid, kid and prc of one evaluation share the ~95 MB of weights
+def _inception_state(path: str, mtime_ns: int, size: int) -> dict[str, Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BregzooError(f"'{path}' is not a plain InceptionV3 weights file ({type(exc).__name__}); refusing to "
+                           "unpickle it") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise BregzooError(f"'{path}' is not an InceptionV3 state dict (names to tensors); use torch-fidelity's "
+                           "weights-inception-2015-12-05-6726825d.pth")
+    return state
+
+
+@functools.lru_cache(maxsize=1)
+def _safe_inception_class() -> type:
+    from unittest import mock
+
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    class FeatureExtractorInceptionV3Safe(fe.FeatureExtractorInceptionV3):
+        """torch-fidelity's InceptionV3 on a state dict that bregzoo loaded weights-only."""
+
+        def __init__(self, name: str, features_list: list[str], bregzoo_inception_state: dict[str, Tensor] | None = None,
+                     **kwargs: Any) -> None:
+            if bregzoo_inception_state is None:
+                raise BregzooError(f"the {SAFE_INCEPTION} feature extractor is built by bregzoo's fid, kid and prc")
+            kwargs.pop("feature_extractor_weights_path", None)
+            # Its __init__ builds the layers, then loads a file given by path with weights_only=False, or else
+            # the download through load_state_dict_from_url (looked up in its module when called): that one
+            # is answered with the tensors already loaded, so nothing is read or unpickled a second time.
+            with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: bregzoo_inception_state):
+                super().__init__(name, features_list, feature_extractor_weights_path=None, **kwargs)
+
+    return FeatureExtractorInceptionV3Safe
+
+
+def register_safe_inception() -> str:
+    """Register ``bregzoo-inception-v3`` in torch-fidelity's feature-extractor registry (idempotent); return its name."""
+    import torch_fidelity
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    if SAFE_INCEPTION not in FEATURE_EXTRACTORS_REGISTRY:
+        torch_fidelity.register_feature_extractor(SAFE_INCEPTION, _safe_inception_class())
+    return SAFE_INCEPTION
 
 
 def reference_images(dataset: Any, n: int | None, seed: int = 0) -> Tensor:
@@ -171,14 +220,15 @@ def compute_fidelity(
             raise BregzooError(f"the digits-cnn feature extractor takes 1x8x8 digits, not {shape}; use inception-v3-compat")
         register_digits_extractor()
     elif name == INCEPTION:
-        options["feature_extractor_weights_path"] = inception_weights(inception_weights_path)
+        options["bregzoo_inception_state"] = inception_state(inception_weights(inception_weights_path))
+        name = register_safe_inception()
     else:
         raise BregzooError(f"feature_extractor must be 'auto', {DIGITS_EXTRACTOR!r} or {INCEPTION!r}, got {name!r}")
     real = reference_images(dataset, reference, seed)
     subset = min(kid_subset_size, len(samples), len(real))
     result = torch_fidelity.calculate_metrics(
-        input1=Uint8Images(samples, rgb=name == INCEPTION),
-        input2=Uint8Images(real, rgb=name == INCEPTION),
+        input1=Uint8Images(samples, rgb=name == SAFE_INCEPTION),
+        input2=Uint8Images(real, rgb=name == SAFE_INCEPTION),
         fid="fid" in metrics, kid="kid" in metrics, prc="prc" in metrics,
         feature_extractor=name, kid_subset_size=subset, prc_neighborhood=prc_neighborhood,
         batch_size=batch_size, rng_seed=seed, cuda=torch.cuda.is_available(),
