@@ -55,3 +55,32 @@ def test_malicious_pickle_in_a_checkpoint_does_not_run_on_resume(tmp_path, victi
         (line,) = result.stderr.splitlines()
         assert "step-0000002" in line, line
     shutil.rmtree(run)
+
+
+def test_a_generator_whose_config_describes_a_far_larger_network_is_refused_before_one_is_built(tmp_path, monkeypatch):
+    """A file's header names the config its tensors were trained with; a crafted one (an mlp of width 20000:
+    billions of parameters, three networks) must not make `bregzoo sample` allocate it. The shapes in the
+    header are compared with the network built on the meta device first."""
+    from bregzoo import io
+    from bregzoo.config import RunConfig
+    from bregzoo.train.build import build
+    from bregzoo.train.export import save_student
+
+    cfg = RunConfig().replace(backbone="mlp:width=16,depth=1")
+    weights = tmp_path / "g.safetensors"
+    save_student(weights, build(cfg).generator, cfg, step=4)
+    meta = io.read_metadata(weights)
+    meta["config"] = cfg.replace(backbone="mlp:width=20000").to_json()
+    io.save_file(io.load_file(weights), weights, metadata=meta)
+
+    def no_real_network(*args, **kwargs):
+        raise AssertionError("build() ran: the networks of the crafted config were allocated")
+
+    monkeypatch.setattr("bregzoo.train.export.build", no_real_network)
+    result = CliRunner().invoke(get_app(), ["sample", str(weights), "--out", str(tmp_path / "s.pt")])
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output
+    assert "does not match the network its config describes" in lines[0] and "20000" in lines[0], lines[0]
+    assert "numbers in the network" in lines[0]
+    assert not (tmp_path / "s.pt").exists()

@@ -124,6 +124,19 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise BregzooError(f"cannot read {path} as safetensors ({type(exc).__name__}: {exc})") from exc
 
 
+def read_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a safetensors file, from its header alone (no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except FileNotFoundError:
+        raise BregzooError(f"no weights file at {path}") from None
+    except Exception as exc:
+        raise BregzooError(f"cannot read {path} as safetensors ({type(exc).__name__}: {exc})") from exc
+
+
 def fsync_tree(path: str | os.PathLike) -> None:
     """fsync every file under ``path`` (before renaming a directory into place)."""
     for f in Path(path).rglob("*"):

@@ -82,8 +82,22 @@ def resolve(cfg: RunConfig) -> None:
     check_metrics(*cfg.eval.metrics, *cfg.eval.final_metrics)
 
 
-def build(cfg: RunConfig, init_seed: int | None = None) -> Parts:
-    """Build the task, teacher, divergence, estimator and the three networks (seeded init)."""
+@dataclass
+class Base:
+    """What the networks are built for: the task, its schedule and the teacher."""
+
+    dataset: Any
+    schedule: Schedule
+    teacher: Teacher
+    sigma_data: float
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return tuple(self.dataset.data_shape)
+
+
+def build_base(cfg: RunConfig) -> Base:
+    """The task, the schedule and the teacher of ``cfg`` (no trainable network)."""
     dataset = create_dataset(cfg.task)
     schedule = build_schedule(cfg.schedule)
     # The teacher gets its own copy of a module-like task: moving the teacher to a device must not
@@ -91,31 +105,65 @@ def build(cfg: RunConfig, init_seed: int | None = None) -> Parts:
     teacher_data = copy.deepcopy(dataset) if isinstance(dataset, nn.Module) else dataset
     teacher = create_teacher(cfg.teacher, dataset=teacher_data, schedule=schedule)
     teacher.eval().requires_grad_(False)
+    return Base(dataset, schedule, teacher, sigma_data_of(dataset))
+
+
+def build(cfg: RunConfig, init_seed: int | None = None, base: Base | None = None) -> Parts:
+    """Build the task, teacher, divergence, estimator and the three networks (seeded init).
+
+    ``base``: the task, schedule and teacher when they were built already (``build_base``).
+    """
+    base = base or build_base(cfg)
     divergence = create_divergence(cfg.divergence)
     estimator = create_ratio_estimator(cfg.estimator)
-    sigma_data = sigma_data_of(dataset)
-    shape = tuple(dataset.data_shape)
-    latent = latent_shape(shape, cfg.train.extra_latent)
+    schedule, sigma_data, shape = base.schedule, base.sigma_data, base.data_shape
 
     torch.manual_seed(cfg.train.seed if init_seed is None else init_seed)
-    net = getattr(teacher, "denoiser", None)
-    from_teacher = cfg.train.init_from_teacher and isinstance(net, nn.Module)
-    if from_teacher and cfg.train.extra_latent:
-        raise BregzooError(f"train.extra_latent ({cfg.train.extra_latent}) needs a generator built for a larger input, "
-                           f"but the teacher's network (input {shape}) would initialise it; set "
-                           "train.init_from_teacher=false, or train.extra_latent=0")
+    generator, from_teacher = _generator(cfg, base)
     if from_teacher:
-        generator, fake = copy.deepcopy(net), copy.deepcopy(net)
-        generator.requires_grad_(True)
+        fake = copy.deepcopy(base.teacher.denoiser)
         fake.requires_grad_(True)
     else:
-        generator = (LatentDenoiser(create_backbone(cfg.backbone, data_shape=latent), schedule, sigma_data, shape[0])
-                     if cfg.train.extra_latent else Denoiser(create_backbone(cfg.backbone, data_shape=shape), schedule,
-                                                             sigma_data))
         fake = Denoiser(create_backbone(cfg.backbone, data_shape=shape), schedule, sigma_data)
     ratio = RatioNet(create_backbone(cfg.backbone, data_shape=shape, scalar_output=True), schedule, sigma_data)
-    return Parts(dataset, teacher, schedule, divergence, estimator, generator, fake, ratio, sigma_data,
-                 from_teacher, provenance(cfg), latent)
+    return Parts(base.dataset, base.teacher, base.schedule, divergence, estimator, generator, fake, ratio, sigma_data,
+                 from_teacher, provenance(cfg), latent_shape(shape, cfg.train.extra_latent))
+
+
+def _from_teacher(cfg: RunConfig, base: Base) -> bool:
+    """Whether the generator and the fake denoiser start as copies of the teacher's network."""
+    from_teacher = cfg.train.init_from_teacher and isinstance(getattr(base.teacher, "denoiser", None), nn.Module)
+    if from_teacher and cfg.train.extra_latent:
+        raise BregzooError(f"train.extra_latent ({cfg.train.extra_latent}) needs a generator built for a larger input, "
+                           f"but the teacher's network (input {base.data_shape}) would initialise it; set "
+                           "train.init_from_teacher=false, or train.extra_latent=0")
+    return from_teacher
+
+
+def _generator(cfg: RunConfig, base: Base) -> tuple[nn.Module, bool]:
+    """The generator of ``cfg`` (on the current default device), and whether it is the teacher's network."""
+    if _from_teacher(cfg, base):
+        generator = copy.deepcopy(base.teacher.denoiser)
+        return generator.requires_grad_(True), True
+    shape, s, sd = base.data_shape, base.schedule, base.sigma_data
+    if cfg.train.extra_latent:
+        latent = latent_shape(shape, cfg.train.extra_latent)
+        return LatentDenoiser(create_backbone(cfg.backbone, data_shape=latent), s, sd, shape[0]), False
+    return Denoiser(create_backbone(cfg.backbone, data_shape=shape), s, sd), False
+
+
+def generator_shapes(cfg: RunConfig, base: Base) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in the generator's state dict, with nothing allocated: the network is
+    built on the meta device (or, started from the teacher, is the teacher's, which exists already)."""
+    if _from_teacher(cfg, base):
+        return {k: tuple(v.shape) for k, v in base.teacher.denoiser.state_dict().items()}
+    try:
+        with torch.device("meta"):
+            generator, _ = _generator(cfg, base)
+    except (RuntimeError, ValueError, OverflowError) as exc:  # e.g. a width whose element count overflows int64
+        raise BregzooError(f"backbone {cfg.backbone!r}: cannot build the network it describes "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    return {k: tuple(v.shape) for k, v in generator.state_dict().items()}
 
 
 def latent_shape(data_shape: tuple[int, ...], extra: int = 0) -> tuple[int, ...]:

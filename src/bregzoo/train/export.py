@@ -12,6 +12,7 @@ alone rebuilds it, the entry is there for readers.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from bregzoo import io
 from bregzoo.config import RunConfig
 from bregzoo.errors import BregzooError
 from bregzoo.schedules import Schedule
-from bregzoo.train.build import build
+from bregzoo.train.build import build, build_base, generator_shapes
 from bregzoo.train.sampler import generate, student_times
 from bregzoo.train.rundir import is_run_dir
 
@@ -106,7 +107,12 @@ def load_student(path: str | Path) -> Student:
         cfg = RunConfig.from_dict(json.loads(meta["config"]))
     except json.JSONDecodeError as exc:
         raise BregzooError(f"{weights}: the stored config is not valid JSON ({exc})") from None
-    parts = build(cfg)
+    base = build_base(cfg)
+    # Before any real network exists: the config in a file's header could describe a network far larger than
+    # its tensors (an mlp of width 20000 has billions of parameters), which build() would allocate three times.
+    # Once every shape matches, the networks are no larger than the file's own tensors.
+    check_shapes(weights, generator_shapes(cfg, base))
+    parts = build(cfg, base=base)
     try:
         parts.generator.load_state_dict(io.load_file(weights))
     except RuntimeError as exc:
@@ -117,6 +123,21 @@ def load_student(path: str | Path) -> Student:
         ) from None
     return Student(parts.generator.eval(), parts.schedule, tuple(parts.dataset.data_shape), cfg, parts.dataset,
                    int(meta.get("step", 0)), stored_times(weights, meta, cfg, parts.schedule), parts.latent_shape)
+
+
+def check_shapes(weights: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    """The tensors in ``weights`` (read from its header) are exactly ``expected``: every name, every shape."""
+    found = io.read_shapes(weights)
+    problems = [f"{k}: {list(found[k])} in the file, {list(v)} in the network" for k, v in expected.items()
+                if k in found and found[k] != v]
+    problems += [f"missing {k}" for k in expected if k not in found]
+    problems += [f"unexpected {k}" for k in found if k not in expected]
+    if problems:
+        size = lambda shapes: sum(math.prod(s) for s in shapes.values())  # noqa: E731
+        raise BregzooError(
+            f"{weights} does not match the network its config describes ({size(expected):,} numbers in the network, "
+            f"{size(found):,} in the file; {len(problems)} problems, first: {problems[0]}); the file was edited or "
+            "written by another architecture")
 
 
 def stored_times(weights: Path, meta: dict[str, str], cfg: RunConfig, schedule: Schedule) -> tuple[float, ...]:
