@@ -359,3 +359,47 @@ def test_a_suite_with_a_k_axis_runs_records_k_and_resumes(tmp_path):
     assert "reverse-kl / k=2" in res.output
     run = run_suite(load_suite(path), out, workers=1)
     assert (run.ran, run.reused) == (0, 2)
+
+
+# -- failed cells: never cached as results, never ranked ------------------------------------------------------
+
+def test_a_failed_cell_is_not_cached_as_a_result_and_runs_again(tmp_path):
+    path = tmp_path / "failing.toml"
+    path.write_text(TINY.replace('tasks = ["gmm8", "gmm25"]', 'tasks = ["gmm8"]')
+                    .replace('divergences = ["reverse-kl", "lsif"]', 'divergences = ["power:alpha=nan"]'))
+    suite, out = load_suite(path), tmp_path / "out"
+    for _ in range(2):  # the second invocation runs the cell again: a failure is no result
+        run = run_suite(suite, out, workers=1)
+        assert (run.ran, run.reused) == (1, 0) and run.results[0]["status"] == "failed"
+    assert not (out / "cells").exists() or not list((out / "cells").glob("*.json"))
+    failed = json.loads(next((out / "failed").glob("*.json")).read_text())  # kept apart, for its error
+    assert "alpha" in failed["error"] and failed["traceback"]
+    (out / "cells").mkdir(exist_ok=True)  # a failure cached by an older bregzoo is not reused either
+    (out / "cells" / f"{failed['id']}.json").write_text(json.dumps(failed))
+    assert run_suite(suite, out, workers=1).reused == 0
+
+    board = write_outputs(suite, run, out)
+    row = board["tasks"]["gmm8"]["rows"][0]
+    assert row["rank"] is None and row["failed_runs"] == 1
+    md = (out / "leaderboard.md").read_text()
+    assert "| failed | power:alpha=nan (1 runs failed) |" in md
+    assert "None" not in md and "*teacher sampler* (heun, 4 steps)" in md
+
+
+def test_a_divergence_that_failed_on_any_seed_is_never_ranked_and_is_listed_below_the_ranking():
+    suite = parse_suite(suite_data())
+    failed = {**record("power", 0, None), "status": "failed", "error": "NonFiniteError: step 3", "student": {}}
+    results = [record("reverse-kl", 0, 0.02), record("reverse-kl", 1, 0.04), record("bkl", 0, 0.01),
+               record("bkl", 1, 0.02), record("lsif", 0, 0.001), {**record("lsif", 1, None), "status": "failed"},
+               failed, {**failed, "seed": 1}]
+    board = build(suite, results)
+    t = board["tasks"]["gmm8"]
+    assert [(r["name"], r["rank"]) for r in t["rows"]] == [("bkl", 1), ("reverse-kl", 2), ("lsif", None),
+                                                           ("power", None)]
+    assert ranked_divergences(suite, results)["2d"] == ["bkl", "reverse-kl"]
+    assert [name for name in board["summary"]["rows"]][:2] == ["bkl", "reverse-kl"]
+    md = to_markdown(board)
+    ranked, unranked = md.index("| 2 | **reverse-kl**"), md.index("| failed | lsif (1 runs failed)")
+    assert ranked < unranked < md.index("| failed | power (2 runs failed)")
+    diff = to_text(compare(board, build(suite, results[:6] + [record("power", 0, 0.5), record("power", 1, 0.5)])))
+    assert "power: rank failed -> 3" in diff

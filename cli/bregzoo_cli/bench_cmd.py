@@ -85,6 +85,7 @@ def bench(
                            f"--task {task!r} (groups: {', '.join(g.name for g in spec.groups)})"
                            + (f" ({notes})" if notes else ""))
     board = core.write_outputs(spec, run, out)
+    from bregzoo.bench.leaderboard import rank_text
     for name, t in board["tasks"].items():
         table = Table(title=f"{name}: ranked by {t['primary']}")
         for col in ("rank", "divergence", t["primary"], "Δ vs reverse-kl", "s/run"):
@@ -92,7 +93,7 @@ def bench(
         for r in t["rows"]:
             s = r["metrics"].get(t["primary"], {})
             d = r["delta_vs_baseline_pct"].get(t["primary"])
-            table.add_row(str(r["rank"]), r["name"],
+            table.add_row(rank_text(r["rank"]), r["name"],
                           "failed" if s.get("mean") is None else f"{s['mean']:.4g}"
                           + (f" ± {s['std']:.2g}" if s.get("std") is not None else ""),
                           "—" if d is None else f"{d:+.1f}%", f"{r['seconds']:.1f}")

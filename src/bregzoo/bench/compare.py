@@ -31,7 +31,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         p = tb["primary"]
         ra, rb = {r["name"]: r for r in ta["rows"]}, {r["name"]: r for r in tb["rows"]}
         changes = []
-        for name in sorted(set(ra) & set(rb), key=lambda n: rb[n]["rank"]):
+        for name in sorted(set(ra) & set(rb), key=lambda n: (rb[n]["rank"] is None, rb[n]["rank"] or 0, n)):
             ma = ra[name]["metrics"].get(p, {}).get("mean")
             mb = rb[name]["metrics"].get(p, {}).get("mean")
             pct = 100.0 * (mb - ma) / abs(ma) if ma not in (None, 0) and mb is not None else None
@@ -55,10 +55,14 @@ def to_text(diff: dict[str, Any]) -> str:
             if t[key]:
                 lines.append(f"  {label}: {', '.join(t[key])}")
         for r in t["rows"]:
-            move = r["rank_a"] - r["rank_b"]
-            arrow = f"up {move}" if move > 0 else (f"down {-move}" if move < 0 else "same")
+            if None in (r["rank_a"], r["rank_b"]):  # a failed row is not ranked
+                arrow = "same" if r["rank_a"] == r["rank_b"] else ("failed in B" if r["rank_b"] is None else "failed in A")
+            else:
+                move = r["rank_a"] - r["rank_b"]
+                arrow = f"up {move}" if move > 0 else (f"down {-move}" if move < 0 else "same")
             fa = "—" if r["a"] is None else f"{r['a']:.4g}"
             fb = "—" if r["b"] is None else f"{r['b']:.4g}"
             pct = "" if r["change_pct"] is None else f" ({r['change_pct']:+.1f}%)"
-            lines.append(f"  {r['name']}: rank {r['rank_a']} -> {r['rank_b']} ({arrow}); {fa} -> {fb}{pct}")
+            ra, rb = (("failed" if x is None else x) for x in (r["rank_a"], r["rank_b"]))
+            lines.append(f"  {r['name']}: rank {ra} -> {rb} ({arrow}); {fa} -> {fb}{pct}")
     return "\n".join(lines) + "\n"

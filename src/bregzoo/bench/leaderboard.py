@@ -66,7 +66,7 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
         for r in recs:
             groups[_row_key(r, estimators, ks)].append(r)
         metrics = sorted({k for r in recs for k in (r.get("student") or {})} |
-                         {k for r in recs for k in (r.get("teacher") or {})})
+                         {k for r in recs for k in (r.get("teacher") or {})} | {primary})  # primary: every cell failed
         rows = []
         for key, rs in groups.items():
             ok = [r for r in rs if r.get("status") == "ok"]
@@ -82,16 +82,16 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
                 "version": rs[0].get("provenance", {}).get("version", "?"),
                 "per_seed": {r["seed"]: (r.get("student") or {}).get(primary) for r in ok},
             })
-        # Rank by the primary metric's mean; a row whose primary metric failed on any seed ranks last.
+        # Rank by the primary metric's mean. A row with a failed run, or whose primary metric is not finite
+        # on every seed, is not ranked (rank None): its mean would be over the seeds that survived. It is
+        # listed below the ranked rows, as failed.
         def sort_key(row: dict[str, Any]) -> tuple:
-            s = row["metrics"].get(primary, {})
-            bad = s.get("mean") is None or s.get("failed", 0) > 0 or row["failed_runs"] > 0
-            m = s.get("mean") or 0.0
-            return (bad, -m if higher else m)
+            m = row["metrics"].get(primary, {}).get("mean")
+            return (not _rankable(row, primary), m is None, 0.0 if m is None else -m if higher else m)
 
         rows.sort(key=sort_key)
         for i, row in enumerate(rows, 1):
-            row["rank"] = i
+            row["rank"] = i if _rankable(row, primary) else None
         for row in rows:
             base = next((r for r in rows if r["divergence"] == BASELINE and r["student_steps"] == row["student_steps"]),
                         None)
@@ -102,9 +102,9 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
         teacher_seen = {}  # one teacher evaluation per seed (it does not depend on the divergence)
         for r in teacher_ok:
             teacher_seen.setdefault(r["seed"], r.get("teacher") or {})
+        sampler = recs[0]["config"]["eval"]  # every cell's config has it, a failed cell's too: the same budget
         teacher = {"name": TEACHER, "metrics": {m: _stats([t.get(m) for t in teacher_seen.values()]) for m in metrics},
-                   "steps": teacher_ok[0]["config"]["eval"]["teacher_steps"] if teacher_ok else None,
-                   "sampler": teacher_ok[0]["config"]["eval"]["teacher_sampler"] if teacher_ok else None}
+                   "steps": sampler["teacher_steps"], "sampler": sampler["teacher_sampler"]}
         exact_seen = {}  # the task's own samples, once per seed: the noise floor of each metric
         for r in teacher_ok:
             if r.get("exact"):
@@ -116,6 +116,11 @@ def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
                        "budget": _budget(recs)}
     return {"bregzoo_leaderboard": 1, "suite": suite.name, "source": suite.source, "smoke": suite.smoke,
             "tasks": tasks, "summary": summary(tasks)}
+
+
+def _rankable(row: dict[str, Any], primary: str) -> bool:
+    s = row["metrics"].get(primary, {})
+    return row["failed_runs"] == 0 and s.get("mean") is not None and s.get("failed", 0) == 0
 
 
 def _test_against_baseline(rows: list[dict[str, Any]], higher: bool) -> None:
@@ -139,10 +144,11 @@ def summary(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Across tasks: per row name, its verdict against reverse-kl and its rank on each task, and the counts."""
     rows: dict[str, dict[str, Any]] = {}
     for task, t in tasks.items():
+        of = sum(r["rank"] is not None for r in t["rows"])
         for r in t["rows"]:
             entry = rows.setdefault(r["name"], {"tasks": {}, "better": 0, "worse": 0, "same": 0})
             v = r.get("vs_baseline")
-            entry["tasks"][task] = {"rank": r["rank"], "of": len(t["rows"]), "verdict": v["verdict"] if v else None,
+            entry["tasks"][task] = {"rank": r["rank"], "of": of, "verdict": v["verdict"] if v else None,
                                     "ratio": v["ratio"] if v else None}
             if v and v["verdict"] == "better":
                 entry["better"] += 1
@@ -150,9 +156,12 @@ def summary(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 entry["worse"] += 1
             elif v and v["verdict"] == "no significant difference":
                 entry["same"] += 1
-    for entry in rows.values():
-        entry["mean_rank"] = statistics.fmean(x["rank"] for x in entry["tasks"].values())
-    return {"tasks": list(tasks), "rows": dict(sorted(rows.items(), key=lambda kv: (kv[1]["mean_rank"], kv[0])))}
+    for entry in rows.values():  # over the tasks where the row is ranked; failed on any task: listed after the rest
+        ranks = [x["rank"] for x in entry["tasks"].values() if x["rank"] is not None]
+        entry["mean_rank"] = statistics.fmean(ranks) if ranks else None
+        entry["failed_tasks"] = sum(x["rank"] is None for x in entry["tasks"].values())
+    key = lambda kv: (kv[1]["failed_tasks"], kv[1]["mean_rank"] is None, kv[1]["mean_rank"] or 0.0, kv[0])  # noqa: E731
+    return {"tasks": list(tasks), "rows": dict(sorted(rows.items(), key=key))}
 
 
 def _budget(recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -170,11 +179,14 @@ def ranked_divergences(suite: Suite, results: list[dict[str, Any]]) -> dict[str,
         recs = [r for r in results if r["group"] == group.name]
         if not recs:
             continue
-        ranks: dict[str, list[int]] = defaultdict(list)
+        ranks: dict[str, list[int | None]] = defaultdict(list)
         for task in build(suite, recs)["tasks"].values():
             for row in task["rows"]:
                 ranks[row["divergence"]].append(row["rank"])
-        out[group.name] = sorted(ranks, key=lambda d: (statistics.fmean(ranks[d]), d))
+        # A divergence that failed on every task is not ranked at all; one that failed on some comes after the rest.
+        ranked = {d: [r for r in rs if r is not None] for d, rs in ranks.items()}
+        out[group.name] = sorted((d for d in ranks if ranked[d]),
+                                 key=lambda d: (len(ranks[d]) - len(ranked[d]), statistics.fmean(ranked[d]), d))
     return out
 
 
@@ -191,6 +203,11 @@ def _cell(s: dict[str, Any]) -> str:
         return "failed"
     text = f"{_fmt(s['mean'])} ± {s['std']:.2g}" if s.get("std") is not None else f"{_fmt(s['mean'])} (1 seed)"
     return text + (f" ({s['failed']} failed)" if s.get("failed") else "")
+
+
+def rank_text(rank: int | None) -> str:
+    """A row's rank as shown: its number, or "failed" for a row that is not ranked."""
+    return "failed" if rank is None else str(rank)
 
 
 def _pct(x: float | None) -> str:
@@ -232,7 +249,7 @@ def to_markdown(board: dict[str, Any], skipped: list[dict[str, str]] | None = No
             name = f"**{r['name']}**" if r["divergence"] == BASELINE else r["name"]
             fail = f" ({r['failed_runs']} runs failed)" if r["failed_runs"] else ""
             lines.append("| " + " | ".join([
-                str(r["rank"]), name + fail, *(_cell(r["metrics"][m]) for m in t["metrics"]), _ci(r.get("ci")),
+                rank_text(r["rank"]), name + fail, *(_cell(r["metrics"][m]) for m in t["metrics"]), _ci(r.get("ci")),
                 _pct(r["delta_vs_baseline_pct"].get(p)), _verdict(r.get("vs_baseline")), str(len(r["seeds"])),
                 f"{r['seconds']:.1f}", f"{r['dist']} {r['version']}"]) + " |")
         for ref, label in ((t["teacher"], f"*teacher sampler* ({t['teacher']['sampler']}, {t['teacher']['steps']} steps)"),
@@ -240,8 +257,9 @@ def to_markdown(board: dict[str, Any], skipped: list[dict[str, str]] | None = No
             if ref is None:
                 continue
             n = ref["metrics"][p]["n"] if p in ref["metrics"] else 0
-            lines.append(f"| — | {label} | " + " | ".join(_cell(ref["metrics"][m]) for m in t["metrics"])
-                         + f" | — | — | — | {n} | — | — |")
+            # Evaluated by the cells that finished: when none did, there is nothing to show (not a failure of its own).
+            cells = [_cell(ref["metrics"][m]) if ref["metrics"][m]["n"] else "—" for m in t["metrics"]]
+            lines.append("| " + " | ".join(["—", label, *cells, "—", "—", "—", str(n), "—", "—"]) + " |")
         lines += _tradeoff_lines(t)
         errors = sorted({e for r in t["rows"] for e in r["errors"]})
         if errors:
@@ -273,9 +291,11 @@ def _summary_lines(board: dict[str, Any]) -> list[str]:
                 cells.append("—")
                 continue
             ratio = f" ×{x['ratio']:.2g}" if x.get("ratio") is not None else ""
-            cells.append(f"#{x['rank']}/{x['of']} {mark.get(x['verdict'], x['verdict'])}{ratio}")
+            where = "failed" if x["rank"] is None else f"#{x['rank']}/{x['of']}"
+            cells.append(f"{where} {mark.get(x['verdict'], x['verdict'])}{ratio}")
+        mean_rank = "—" if e["mean_rank"] is None else f"{e['mean_rank']:.1f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {e['better']} / {e['same']} / {e['worse']} | "
-                     f"{e['mean_rank']:.1f} |")
+                     f"{mean_rank}{' (failed on ' + str(e['failed_tasks']) + ')' if e.get('failed_tasks') else ''} |")
     return lines + [""]
 
 
@@ -291,7 +311,7 @@ def tradeoffs(task: dict[str, Any], against: str = "modes_covered", margin: floa
         return (row["metrics"].get(against) or {}).get("mean")
 
     out = []
-    rows = [r for r in task["rows"] if mean(r) is not None]
+    rows = [r for r in task["rows"] if mean(r) is not None and r["rank"] is not None]
     for i, row in enumerate(rows):
         below = max(rows[i + 1:], key=mean, default=None)
         if below is not None and mean(below) >= mean(row) + margin:

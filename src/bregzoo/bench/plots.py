@@ -90,7 +90,8 @@ def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -
     for sub, task in zip(subs[1:], montage):
         rows = board["tasks"][task]["rows"]
         panels = [(f"{task}: teacher", next((r.get("teacher_samples") for k, r in seed0.items() if k[0] == task), []))]
-        panels += [(f"#{row['rank']} {row['name']}", cell(task, row).get("samples", [])) for row in rows]
+        panels += [(f"{'failed' if row['rank'] is None else '#' + str(row['rank'])} {row['name']}",
+                    cell(task, row).get("samples", [])) for row in rows]
         images = any(pts and not isinstance(pts[0][0], (int, float)) for _, pts in panels)
         allv = [] if images else [abs(v) for _, pts in panels for p in pts for v in p[:2]]
         lim = (sorted(allv)[int(0.99 * (len(allv) - 1))] * 1.15 + 0.1) if allv else 1.0

@@ -1,6 +1,7 @@
 """Run a suite's cells (on local worker processes or Ray: ``executors``), one result file per finished cell, resumable.
 
     <out>/cells/<cell-id>.json    a finished cell (written atomically; skipped on the next run)
+    <out>/failed/<cell-id>.json   a cell's last failure, with its error and traceback (run again next time)
     <out>/work/<cell-id>/         the cell's run directory while it trains (removed afterwards)
 
 A cell is reused only if its stored config matches the cell's config now (``same_config``), so editing
@@ -110,6 +111,10 @@ def cell_path(out: Path, cell: Cell) -> Path:
     return out / "cells" / f"{cell.id}.json"
 
 
+def failed_path(out: Path, cell: Cell) -> Path:
+    return out / "failed" / f"{cell.id}.json"
+
+
 def same_config(stored: Any, now: Any) -> bool:
     """Whether a stored cell config still describes ``now``: every stored key has the same value.
 
@@ -127,6 +132,8 @@ def load_done(out: Path, cell: Cell) -> dict[str, Any] | None:
         rec = json.loads(cell_path(out, cell).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if rec.get("status") != "ok":  # a failure is never a result (one cached by an older bregzoo is rerun)
+        return None
     if rec.get("config_hash") == cell.config_hash:
         return rec
     return rec if same_config(rec.get("config"), cell.config.replace(out=None).to_dict()) else None
@@ -136,7 +143,13 @@ def _execute(cells: list[Cell], out: Path, executor: ExecutorSpec, on_cell: OnCe
              total: int) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for cell, rec in run_cells(cells, str(out), executor):
-        io.write_json(cell_path(out, cell), rec)
+        # Only a finished cell is kept as a result; a failed one is kept apart, for its error and traceback,
+        # and runs again next time (a failure may be the machine's: memory, a full disk, a killed worker).
+        if rec.get("status") == "ok":
+            io.write_json(cell_path(out, cell), rec)
+            failed_path(out, cell).unlink(missing_ok=True)
+        else:
+            io.write_json(failed_path(out, cell), rec)
         results.append(rec)
         if on_cell is not None:
             on_cell(cell, rec, done_before + len(results), total)
