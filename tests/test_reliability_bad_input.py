@@ -132,6 +132,7 @@ CASES = [
     ("schedule-nan", None, ["train", "--schedule", "edm:t_max=nan"], ["t_max", "finite"]),
     ("unhashable-spec-value", None, ["train", "--divergence", "power:alpha={[1]:2}"], ["alpha", "> -1"]),
     ("seed-beyond-64-bit", None, ["train", "--seed", str(2**64)], ["train.seed", "2**63"]),
+    ("seed-of-2-to-the-70", None, ["train", "--seed", str(2**70)], ["train.seed", "2**63", str(2**70)]),
     ("steps-not-a-number", None, ["train", "--steps", "abc"], ["'--steps'", "integer", "train --help"]),
     ("misspelt-option", None, ["train", "--stpes", "3"], ["--stpes", "--steps", "train --help"]),
     ("unknown-command", None, ["trian"], ["'trian'", "--help"]),
