@@ -127,6 +127,16 @@ def test_a_lock_file_of_a_dead_process_is_taken_over_and_one_of_a_live_holder_is
     assert not (tmp_path / ".lock").exists()
 
 
+def test_a_folder_of_other_files_is_refused_before_it_gets_a_lock_file(tmp_path, monkeypatch):
+    from bregzoo import BregzooError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    monkeypatch.setattr(RunLock, "acquire", lambda self: pytest.fail("a lock file was made in someone else's folder"))
+    with pytest.raises(BregzooError, match="not a bregzoo run directory"):
+        rundir.claim(tmp_path / "mine")
+
+
 # -- a resume continues the config its checkpoint was trained with ---------------------------------------------
 
 def _edit_config(run: Path, **changes) -> None:

@@ -125,11 +125,8 @@ def prepare(path: str | Path, overwrite: bool = False) -> RunDir:
             f"--out {root} already holds a bregzoo run ({state}); '--resume {root}' continues it (add --steps N "
             f"for more steps), --overwrite replaces it (its checkpoints, generator and logs are deleted), "
             "or choose another --out")
-    if root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir()) and not is_run_dir(root) and not overwrite:
-        raise BregzooError(
-            f"--out {root} exists and is not a bregzoo run directory; choose another --out "
-            "or pass --overwrite (only the files a run writes are replaced)"
-        )
+    if not overwrite:
+        _refuse_foreign(root)
     try:
         root.mkdir(parents=True, exist_ok=True)  # first: an unwritable --out fails before anything is removed
         for name in OWNED:
@@ -144,18 +141,30 @@ def prepare(path: str | Path, overwrite: bool = False) -> RunDir:
     return RunDir(root)
 
 
+def _refuse_foreign(root: Path) -> None:
+    """A non-empty directory that is no bregzoo run (its lock file aside) is refused."""
+    if root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir()) and not is_run_dir(root):
+        raise BregzooError(
+            f"--out {root} exists and is not a bregzoo run directory; choose another --out "
+            "or pass --overwrite (only the files a run writes are replaced)"
+        )
+
+
 def claim(path: str | Path, resume: bool = False, overwrite: bool = False) -> RunLock:
     """Lock the run directory for this process, then check it (and, for a new run, ``prepare`` it).
 
     The lock comes before the checks, so a second training started on the same directory is told that
-    the directory is in use (by which pid), not that it holds an unfinished run. A directory refused by
-    the checks is left as it was: the lock file goes with the lock.
+    the directory is in use (by which pid), not that it holds an unfinished run. A folder of other files
+    is refused before it gets a lock file; any other directory refused by the checks is left as it was,
+    since the lock file goes with the lock.
     """
     root = Path(path)
     if resume:
         existing(root)  # read-only: a folder that is no run gets no lock file
     elif root.exists() and not root.is_dir():
         raise BregzooError(f"--out {root} is a file, not a directory; choose another --out")
+    elif root.is_dir() and not overwrite:
+        _refuse_foreign(root)
     elif not root.exists():
         try:
             root.mkdir(parents=True)
