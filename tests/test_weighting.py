@@ -3,6 +3,7 @@ produce, truncated and normalised as documented, ramped in from DMD, and recorde
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 from bregzoo import create_divergence, list_divergences
 from bregzoo.config import RunConfig
 from bregzoo.schedules import make_schedule
-from bregzoo.train.weighting import STABILISED, WeightNormaliser, constant_weight, resolve
+from bregzoo.divergence import Divergence
+from bregzoo.train.weighting import GROWING, STABILISED, WeightNormaliser, constant_weight, growing_weight, resolve
 
 SCHED = make_schedule("edm", t_min=0.02, t_max=3.0)
 MODES = [("none", None), ("batch", None), ("batch", 10.0), ("ema-bins", None), ("ema-bins", 10.0)]
@@ -88,8 +90,40 @@ def test_auto_weighting_follows_the_weight_not_the_name(name: str) -> None:
     if constant_weight(div):  # DMD: nothing to tame, and the estimator is not even trained
         assert (w.normalize, w.truncate, w.warmup) == ("none", None, 0)
     else:
-        assert (w.normalize, w.truncate, w.warmup) == (STABILISED["normalize"], STABILISED["truncate"],
-                                                       STABILISED["warmup"])
+        cap, lr = (GROWING["truncate"], GROWING["estimator_lr_scale"]) if growing_weight(div) else (
+            STABILISED["truncate"], 1.0)
+        assert (w.normalize, w.truncate, w.warmup, w.estimator_lr_scale) == (
+            STABILISED["normalize"], cap, STABILISED["warmup"], lr)
+
+
+class PluginPearson(Divergence):
+    """A third party's Pearson chi2 under its own name, given by h alone (the weight comes by autograd)."""
+
+    name = "my-pearson"
+
+    def h(self, r: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (r - 1) ** 2
+
+
+@pytest.mark.parametrize("spec, growing", [("lsif", True), ("squared", True), ("power:alpha=1.0", True),
+                                           ("power:alpha=2.0", True), ("power:alpha=0.5", False), ("kl", False),
+                                           ("jeffreys", False), ("bkl", False), ("reverse-kl", False)])
+def test_the_tighter_cap_goes_to_weights_that_grow_like_r(spec: str, growing: bool) -> None:
+    div = create_divergence(spec)
+    assert growing_weight(div) is growing
+    w = resolve(RunConfig().weighting, div)
+    assert w.truncate == (1.5 if growing else None if constant_weight(div) else 2.0)
+    assert w.estimator_lr_scale == (3.0 if growing else 1.0)
+
+
+def test_a_plugin_weight_that_grows_like_r_gets_the_tighter_cap_by_its_weight() -> None:
+    w = resolve(RunConfig().weighting, PluginPearson())
+    assert growing_weight(PluginPearson()) and (w.truncate, w.estimator_lr_scale) == (1.5, 3.0)
+    explicit = resolve(RunConfig().replace(**{"weighting.truncate": 2.0, "weighting.estimator_lr_scale": 1.0})
+                       .weighting, PluginPearson())
+    assert (explicit.truncate, explicit.estimator_lr_scale) == (2.0, 1.0)  # explicit values still win
+    with pytest.raises(Exception, match="estimator_lr_scale must be"):
+        RunConfig().replace(**{"weighting.estimator_lr_scale": 0.0})
 
 
 def test_explicit_weighting_wins_over_auto() -> None:
@@ -101,3 +135,25 @@ def test_explicit_weighting_wins_over_auto() -> None:
     assert resolve(off, lsif).truncate is None and resolve(off, lsif).normalize == "ema-bins"
     plain = RunConfig().replace(**{"weighting.normalize": "none"}).weighting
     assert resolve(plain, lsif).truncate is None
+
+
+def test_a_growing_weight_trains_with_the_cap_and_the_faster_estimator_and_config_json_says_so(tmp_path) -> None:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from bregzoo.train import train
+    from bregzoo.train.build import build
+    from bregzoo.train.loop import Distiller
+
+    tiny = {"backbone": "mlp:width=16,depth=1", "train.steps": 2, "train.batch_size": 16, "train.checkpoint_every": 1000,
+            "eval.samples": 50, "eval.metrics": ["mode-recall"], "eval.final_metrics": ["mode-recall"],
+            "eval.teacher_steps": 2}
+    cfg = RunConfig().replace(divergence="lsif", out=str(tmp_path / "run"), **tiny)
+    config = json.loads((train(cfg, check=False).run_dir / "config.json").read_text())
+    assert (config["weighting"]["truncate"], config["weighting"]["estimator_lr_scale"]) == (1.5, 3.0)
+    for spec, lr in (("lsif", 3e-3), ("kl", 1e-3)):
+        try:
+            d = Distiller(cfg.replace(divergence=spec), build(cfg.replace(divergence=spec)), Accelerator(cpu=True))
+            assert [g["lr"] for g in d.e_opt.param_groups] == [pytest.approx(lr)]
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)

@@ -123,6 +123,7 @@ class WeightingConfig:
     bin_decay: float = 0.9  # EMA decay of each bin's mean weight
     truncate: Optional[float] = None  # cap a normalised weight at this multiple of the mean (Ionides 2008); inf: no cap
     warmup: Optional[int] = None  # generator steps over which log omega ramps from 0 (DMD) to the divergence's own
+    estimator_lr_scale: Optional[float] = None  # the estimator's lr is optim.lr_estimator times this (None: auto)
     gan: float = 0.0  # weight of the non-saturating GAN term from the estimator's logits
     dmd_normaliser: bool = True  # divide g by the per-sample mean |x0 - D_teacher| (DMD); False: by 1
 
@@ -139,6 +140,9 @@ class WeightingConfig:
         _require(self.truncate is None or math.isinf(self.truncate) or self.normalize != "none",
                  "weighting.truncate caps normalised weights: set weighting.normalize to 'batch' or 'ema-bins'")
         _require(self.warmup is None or self.warmup >= 0, f"weighting.warmup must be >= 0, got {self.warmup}")
+        _require(self.estimator_lr_scale is None or (math.isfinite(self.estimator_lr_scale)
+                                                     and self.estimator_lr_scale > 0),
+                 f"weighting.estimator_lr_scale must be a finite number > 0 or omitted, got {self.estimator_lr_scale}")
 
 
 @dataclass(frozen=True)

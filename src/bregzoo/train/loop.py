@@ -105,12 +105,12 @@ class Distiller:
             return torch.optim.Adam(module.parameters(), lr=lr, betas=o.betas, weight_decay=o.weight_decay,
                                     foreach=True)  # one fused update per network: ~10% of a CPU step saved
 
+        self.weighting = w = resolve_weighting(cfg.weighting, parts.divergence)
         (self.gen, self.fake, self.ratio, self.g_opt, self.f_opt, self.e_opt) = accelerator.prepare(
-            parts.generator, parts.fake, parts.ratio,
-            adam(parts.generator, o.lr_generator), adam(parts.fake, o.lr_fake), adam(parts.ratio, o.lr_estimator))
+            parts.generator, parts.fake, parts.ratio, adam(parts.generator, o.lr_generator), adam(parts.fake, o.lr_fake),
+            adam(parts.ratio, o.lr_estimator * w.estimator_lr_scale))  # the scale: the divergence's (weighting.py)
         self.teacher = parts.teacher.to(accelerator.device)
         self.ema = EMA(parts.generator, cfg.train.ema) if cfg.train.ema > 0 else None
-        self.weighting = w = resolve_weighting(cfg.weighting, parts.divergence)
         self.weights = WeightNormaliser(parts.divergence, parts.schedule, w.clamp, w.normalize, w.bins, w.bin_decay,
                                         w.truncate, w.warmup)
         self.step = 0  # generator steps completed
