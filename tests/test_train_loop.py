@@ -175,5 +175,9 @@ def test_auto_weighting_is_recorded_in_config_json(tmp_path) -> None:
     result = train(tiny(tmp_path, divergence="lsif", **{"train.steps": 2}), check=False)
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["config"]["weighting"]["normalize"] == "auto"  # what the user asked for
-    assert {k: config["weighting"][k] for k in ("normalize", "truncate", "warmup")} == {
-        "normalize": "ema-bins", "truncate": 2.0, "warmup": 500}  # what the run used
+    assert {k: config["weighting"][k] for k in ("normalize", "truncate", "warmup", "estimator_lr_scale")} == {
+        "normalize": "ema-bins", "truncate": 1.5, "warmup": 500, "estimator_lr_scale": 3.0}  # what the run used (lsif grows like r)
+    result = train(tiny(tmp_path / "kl", divergence="kl", **{"train.steps": 2}), check=False)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert {k: config["weighting"][k] for k in ("truncate", "estimator_lr_scale")} == {
+        "truncate": 2.0, "estimator_lr_scale": 1.0}  # kl's weight 1/r does not grow with r
