@@ -68,7 +68,8 @@ def bare_stepper(cfg: RunConfig, device: str, estimator: bool):
     ``estimator=False`` is plain DMD (reverse-KL, omega = 1): generator + k fake-denoiser updates only. With
     ``train.ratio_net=shared`` the estimator is a head on the fake denoiser's trunk features: l at the
     generator's x_t comes with D_fake from one trunk pass, and the head trains on the last fake update's
-    student features plus a trunk pass (no decoder, no backward) at reference x_t.
+    student features plus a trunk pass (no decoder) at reference x_t, its loss reaching the trunk through both
+    (``shared-detached``: features detached, no backward through the trunk).
     """
     parts = build(cfg)
     dev = torch.device(device)
@@ -80,11 +81,13 @@ def bare_stepper(cfg: RunConfig, device: str, estimator: bool):
     ema = copy.deepcopy(gen).requires_grad_(False)
     rng = torch.Generator().manual_seed(0)
     sd2 = parts.sigma_data ** 2
-    tap = FeatureTap(fake) if estimator and cfg.train.ratio_net == "shared" else None
+    tap = FeatureTap(fake) if estimator and cfg.train.ratio_net != "separate" else None
+    trunk = cfg.train.ratio_net == "shared"  # the estimator's loss trains the trunk too
 
-    def update(model, opt, loss) -> None:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+    def update(model, opt, loss=None) -> None:
+        if loss is not None:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip, foreach=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -115,14 +118,15 @@ def bare_stepper(cfg: RunConfig, device: str, estimator: bool):
             if tap is not None and j == len(noise["fake"]) - 1:
                 with tap.capture():
                     d = fake(diffuse(x0, nzj["t"], sched, nzj["z"]), nzj["t"])
-                f_stu = tap.value.detach()
+                f_stu = tap.value if trunk else tap.value.detach()
                 nze = {k: v[0].to(dev) for k, v in noise["est"].items()}
-                with torch.no_grad():
+                with torch.set_grad_enabled(trunk):
                     f_ref = tap.features(fake, diffuse(nze["x_ref"], nzj["t"], sched, nze["z_ref"]), nzj["t"])
                 per = reduce((d - x0).square(), "b ... -> b", "mean")
-                update(fake, opts[1], ((s2 + sd2) / (s2 * sd2) * per).mean())
                 out_ref, out_stu = ratio(torch.cat([f_ref, f_stu]), torch.cat([nzj["t"], nzj["t"]])).chunk(2)
-                update(ratio, opts[2], est.loss(out_ref, out_stu))
+                (((s2 + sd2) / (s2 * sd2) * per).mean() + est.loss(out_ref, out_stu)).backward()
+                update(fake, opts[1])
+                update(ratio, opts[2])
                 continue
             per = reduce((fake(diffuse(x0, nzj["t"], sched, nzj["z"]), nzj["t"]) - x0).square(), "b ... -> b", "mean")
             update(fake, opts[1], ((s2 + sd2) / (s2 * sd2) * per).mean())
@@ -266,7 +270,9 @@ def main() -> None:
               "dibregman_shared_bare": bare_stepper(config("lsif", ratio_net="shared"), dev, estimator=True),
               "loop_reverse_kl": loop_stepper(config("reverse-kl"), dev),
               "loop_dibregman": loop_stepper(config("lsif"), dev),
-              "loop_dibregman_shared": loop_stepper(config("lsif", ratio_net="shared"), dev)},
+              "loop_dibregman_shared": loop_stepper(config("lsif", ratio_net="shared"), dev),
+              "dibregman_detached_bare": bare_stepper(config("lsif", ratio_net="shared-detached"), dev, estimator=True),
+              "loop_dibregman_detached": loop_stepper(config("lsif", ratio_net="shared-detached"), dev)},
              args.steps, args.rounds, dev, cpu=c)
     print("## step time (median ms/step, batch 256; wall clock, and this process's CPU time)")
     for k, v in t.items():
@@ -279,7 +285,12 @@ def main() -> None:
          "bregzoo loop / bare PyTorch, plain DMD (reverse-kl)": ("loop_reverse_kl", "dmd_bare"),
          "bregzoo loop / bare PyTorch, Di-Bregman (lsif), separate estimator": ("loop_dibregman", "dibregman_bare"),
          "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared-trunk estimator":
-             ("loop_dibregman_shared", "dibregman_shared_bare")}
+             ("loop_dibregman_shared", "dibregman_shared_bare"),
+         "Di-Bregman step / plain DMD step, shared-detached estimator (both bare)": ("dibregman_detached_bare", "dmd_bare"),
+         "Di-Bregman step / plain DMD step, shared-detached estimator (both bregzoo loop)":
+             ("loop_dibregman_detached", "loop_reverse_kl"),
+         "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared-detached estimator":
+             ("loop_dibregman_detached", "dibregman_detached_bare")}
     print(f"## ratios{'':72s} wall    cpu")
     for label, (a, b) in r.items():
         print(f"  {label:78s} {t[a] / t[b]:.2f}x  {c[a] / c[b]:.2f}x")

@@ -60,12 +60,13 @@ class TrainConfig:
     # sigma(t_max)*eps: its input is (C + extra_latent, ...), its output the data's C (networks.LatentDenoiser).
     # 0: the latent is the data's shape. The fake denoiser and the estimator never see the latent.
     extra_latent: int = 0
-    # The ratio estimator's network: "separate" (its own network on the backbone) or "shared": a small head
-    # on the fake denoiser's trunk features (networks.FeatureRatioHead, where DMD2 puts its discriminator),
-    # so the generator's l(x_t) comes with D_fake(x_t) from one trunk pass and the estimator trains the head alone.
+    # The ratio estimator's network: "separate" (its own network on the backbone); "shared": a small head on
+    # the fake denoiser's trunk features (networks.FeatureRatioHead, where DMD2 puts its discriminator), so
+    # the generator's l(x_t) comes with D_fake(x_t) from one trunk pass, and the estimator's loss trains the
+    # head and the trunk (as DMD2's GAN loss does); "shared-detached": the same head on detached features,
+    # the trunk trained by the score loss alone (cheaper, but far less accurate: benchmarks/results/shared_estimator.md).
     ratio_net: str = "separate"
-    ratio_trunk_grad: bool = False  # "shared": let the estimator's loss train the fake denoiser's trunk too
-    compile: bool = False  # torch.compile the generator, the fake denoiser and the estimator (GPU runs)
+    compile: bool = False  # torch.compile the generator, the fake denoiser and the estimator (in place; for GPUs)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every",
@@ -75,11 +76,8 @@ class TrainConfig:
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
         _require(self.mixed_precision in ("no", "bf16", "fp16"),
                  f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-        _require(self.ratio_net in ("separate", "shared"),
-                 f"train.ratio_net must be 'separate' or 'shared', got {self.ratio_net!r}")
-        _require(not self.ratio_trunk_grad or self.ratio_net == "shared",
-                 "train.ratio_trunk_grad lets the estimator train the fake denoiser's trunk, which only a "
-                 "shared estimator uses: set train.ratio_net=shared, or leave ratio_trunk_grad false")
+        _require(self.ratio_net in ("separate", "shared", "shared-detached"),
+                 f"train.ratio_net must be 'separate', 'shared' or 'shared-detached', got {self.ratio_net!r}")
         _require(0 <= self.ema < 1, f"train.ema must be in [0, 1), got {self.ema}")
         _require(self.seed < 2**63, f"train.seed must be < 2**63 (torch seeds are 64-bit), got {self.seed}")
         _require(self.student_steps >= 1, f"train.student_steps must be >= 1 (1: a one-step student), "

@@ -113,7 +113,9 @@ class FeatureTap:
             raise ValueError("the denoiser's backbone exposes no trunk features (no feature_module())")
         self.value: Tensor | None = None
         self._on, self._stop = False, False
-        self._handle = module.register_forward_hook(self._hook)
+        # Run eagerly under torch.compile (train.compile): a compiled graph would drop the hook's side
+        # effect on this object; the graph breaks at the feature module instead.
+        self._handle = module.register_forward_hook(torch.compiler.disable(self._hook))
 
     def remove(self) -> None:
         self._handle.remove()
@@ -146,18 +148,20 @@ class FeatureRatioHead(nn.Module):
     """log r = ell(x_t, t) from the fake denoiser's trunk features: DMD2 puts its GAN classifier there, so the
     discriminator costs a small head rather than a network (Yin et al. 2024, "Improved Distribution Matching
     Distillation", §4.3). Image features (B, C, H, W) go through one norm-SiLU-conv first and are mean-pooled
-    over space; then norm-SiLU-linear-SiLU-linear to one number, starting at log r = 0. The trunk's features
-    are conditioned on the noise level already (its time embedding), so the head takes no t of its own: on
-    a CPU each small op of a time embedding costs as much as a matmul here.
+    over space; then norm-SiLU-linear to one number (the separate estimator's own output layer), with
+    ``hidden`` > 0 a hidden layer of that width before it; it starts at log r = 0. The trunk's features
+    are conditioned on the noise level already (its time embedding), so the head takes no t of its own.
     """
 
-    def __init__(self, feature_shape: tuple[int, ...], hidden: int | None = None) -> None:
+    def __init__(self, feature_shape: tuple[int, ...], hidden: int = 0) -> None:
         super().__init__()
         c = int(feature_shape[0])
-        hidden = hidden or max(64, c)
         self.conv = (nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
                      if len(feature_shape) == 3 else None)
-        self.net = nn.Sequential(nn.LayerNorm(c), nn.SiLU(), nn.Linear(c, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        layers: list[nn.Module] = [nn.LayerNorm(c), nn.SiLU()]
+        if hidden:
+            layers += [nn.Linear(c, hidden), nn.SiLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden or c, 1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 

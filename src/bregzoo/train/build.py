@@ -125,7 +125,7 @@ def build(cfg: RunConfig, init_seed: int | None = None, base: Base | None = None
         fake.requires_grad_(True)
     else:
         fake = Denoiser(create_backbone(cfg.backbone, data_shape=shape), schedule, sigma_data)
-    if cfg.train.ratio_net == "shared":
+    if cfg.train.ratio_net != "separate":
         ratio = shared_ratio_head(cfg, fake, shape, schedule)
     else:
         ratio = RatioNet(create_backbone(cfg.backbone, data_shape=shape, scalar_output=True), schedule, sigma_data)
@@ -136,7 +136,7 @@ def build(cfg: RunConfig, init_seed: int | None = None, base: Base | None = None
 def shared_ratio_head(cfg: RunConfig, fake: nn.Module, shape: tuple[int, ...], schedule: Schedule) -> FeatureRatioHead:
     """The estimator of train.ratio_net=shared: a head sized for the fake denoiser's trunk features."""
     if feature_module(fake) is None:
-        raise BregzooError(f"train.ratio_net=shared puts the estimator on the fake denoiser's trunk features, but its "
+        raise BregzooError(f"train.ratio_net={cfg.train.ratio_net} puts the estimator on the fake denoiser's trunk features, but its "
                            f"network (backbone {cfg.backbone!r}, teacher {cfg.teacher!r}) exposes none (no "
                            "feature_module()); use train.ratio_net=separate")
     return FeatureRatioHead(feature_shape(fake, shape, schedule.t_max))

@@ -110,6 +110,11 @@ class Distiller:
             adam(parts.generator, o.lr_generator), adam(parts.fake, o.lr_fake), adam(parts.ratio, o.lr_estimator))
         self.teacher = parts.teacher.to(accelerator.device)
         self.ema = EMA(parts.generator, cfg.train.ema) if cfg.train.ema > 0 else None
+        if cfg.train.compile:
+            # In place (nn.Module.compile): the state dicts keep their keys, so checkpoints, the shipped
+            # generator and resume are the same as without; the EMA copy (evaluation only) stays eager.
+            for module in (parts.generator, parts.fake, parts.ratio):
+                module.compile()
         self.weighting = w = resolve_weighting(cfg.weighting, parts.divergence)
         self.weights = WeightNormaliser(parts.divergence, parts.schedule, w.clamp, w.normalize, w.bins, w.bin_decay,
                                         w.truncate, w.warmup)
@@ -119,7 +124,7 @@ class Distiller:
         self.uses_estimator = cfg.weighting.gan > 0 or not constant_weight(parts.divergence)
         # train.ratio_net=shared: the estimator is a head on the fake denoiser's trunk, whose features a
         # forward hook hands over (networks.FeatureTap).
-        self.tap = FeatureTap(parts.fake) if cfg.train.ratio_net == "shared" and self.uses_estimator else None
+        self.tap = FeatureTap(parts.fake) if cfg.train.ratio_net != "separate" and self.uses_estimator else None
         self.rng = torch.Generator().manual_seed(cfg.train.seed)
         self.times = student_times(parts.schedule, cfg.train.student_steps, cfg.train.student_times)
         # Without a gradient scaler, FSDP, DeepSpeed or XLA, Accelerate's clip_grad_norm_ and optimizer step
@@ -268,24 +273,20 @@ class Distiller:
         """The fake denoiser's DSM loss at student x_t, and the shared head's BR_h loss on the trunk's features
         at that x_t and at a reference x_t of the same times, both from the trunk before this update moves it.
 
-        The features are detached (the head alone learns), unless train.ratio_trunk_grad: then one pass over
-        both batches lets the estimator's loss into the trunk. Returns (DSM loss, head loss, head output at
-        the reference samples).
+        With train.ratio_net=shared the head's loss reaches the trunk through both (DMD2); "shared-detached"
+        detaches them, so the head alone learns. The reference pass stops at the features: no decoder. The
+        two losses share one backward (a parameter used twice still gets one gradient hook call, as DDP
+        needs). Returns (DSM loss, head loss, head output at the reference samples).
         """
         acc, parts, sched = self.acc, self.parts, self.parts.schedule
+        trunk = self.cfg.train.ratio_net == "shared"
         x_ref = diffuse(est["x_ref"], t, sched, est["z_ref"])
-        if self.cfg.train.ratio_trunk_grad:
-            with acc.autocast(), self.tap.capture():
-                d = self.fake(torch.cat([xt, x_ref]), torch.cat([t, t])).float()[: len(xt)]
-            f_stu, f_ref = self.tap.value.chunk(2)
-        else:
-            with acc.autocast():
-                with self.tap.capture():
-                    d = self.fake(xt, t).float()
-                f_stu = self.tap.value.detach()
-                with torch.no_grad():  # only as far as the features: the decoder is not run
-                    f_ref = self.tap.features(parts.fake, x_ref, t)
         with acc.autocast():
+            with self.tap.capture():
+                d = self.fake(xt, t).float()
+            f_stu = self.tap.value if trunk else self.tap.value.detach()
+            with torch.set_grad_enabled(trunk):
+                f_ref = self.tap.features(parts.fake, x_ref, t)
             out = self.ratio(torch.cat([f_ref, f_stu]), torch.cat([t, t])).float()
         out_ref, out_stu = out.chunk(2)
         return self._dsm_loss(d, x0, t), parts.estimator.loss(out_ref, out_stu), out_ref.detach()
