@@ -66,7 +66,7 @@ class TrainConfig:
     # head and the trunk (as DMD2's GAN loss does); "shared-detached": the same head on detached features,
     # the trunk trained by the score loss alone (cheaper, but far less accurate: benchmarks/results/shared_estimator.md).
     ratio_net: str = "separate"
-    compile: bool = False  # torch.compile the generator, the fake denoiser and the estimator (in place; for GPUs)
+    compile: bool = False  # torch.compile the generator, the estimator and (unless ratio_net is shared) the fake denoiser
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every",

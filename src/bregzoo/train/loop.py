@@ -110,11 +110,6 @@ class Distiller:
             adam(parts.generator, o.lr_generator), adam(parts.fake, o.lr_fake), adam(parts.ratio, o.lr_estimator))
         self.teacher = parts.teacher.to(accelerator.device)
         self.ema = EMA(parts.generator, cfg.train.ema) if cfg.train.ema > 0 else None
-        if cfg.train.compile:
-            # In place (nn.Module.compile): the state dicts keep their keys, so checkpoints, the shipped
-            # generator and resume are the same as without; the EMA copy (evaluation only) stays eager.
-            for module in (parts.generator, parts.fake, parts.ratio):
-                module.compile()
         self.weighting = w = resolve_weighting(cfg.weighting, parts.divergence)
         self.weights = WeightNormaliser(parts.divergence, parts.schedule, w.clamp, w.normalize, w.bins, w.bin_decay,
                                         w.truncate, w.warmup)
@@ -125,6 +120,13 @@ class Distiller:
         # train.ratio_net=shared: the estimator is a head on the fake denoiser's trunk, whose features a
         # forward hook hands over (networks.FeatureTap).
         self.tap = FeatureTap(parts.fake) if cfg.train.ratio_net != "separate" and self.uses_estimator else None
+        if cfg.train.compile:
+            # In place (nn.Module.compile): the state dicts keep their keys, so checkpoints, the shipped
+            # generator and resume are the same as without; the EMA copy (evaluation only) stays eager. A fake
+            # denoiser that hands its trunk features to a shared estimator stays eager too: under dynamo the
+            # FeatureTap's forward hook loses its effect (torch 2.14: the features come back None).
+            for module in (parts.generator, parts.ratio) + ((parts.fake,) if self.tap is None else ()):
+                module.compile()
         self.rng = torch.Generator().manual_seed(cfg.train.seed)
         self.times = student_times(parts.schedule, cfg.train.student_steps, cfg.train.student_times)
         # Without a gradient scaler, FSDP, DeepSpeed or XLA, Accelerate's clip_grad_norm_ and optimizer step
