@@ -172,6 +172,57 @@ def race(steppers: dict, steps: int, rounds: int, device: str, cpu: dict | None 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def shared_breakdown(device: str, reps: int = 60) -> dict[str, float]:
+    """Median CPU ms of the pieces a shared-trunk estimator adds to a DMD step (batch 256, the perf networks)."""
+    cfg = config("lsif", ratio_net="shared")
+    parts = build(cfg)
+    dev = torch.device(device)
+    fake, head = parts.fake.to(dev), parts.ratio.to(dev)
+    tap = FeatureTap(fake)
+    opt = torch.optim.Adam(head.parameters(), foreach=True)
+    x, t = torch.randn(256, *parts.dataset.data_shape, device=dev), parts.schedule.sample_t(256).to(dev)
+
+    def trunk_fwd() -> None:
+        with torch.no_grad():
+            tap.features(fake, x, t)
+
+    def trunk_fwd_bwd() -> None:
+        tap.features(fake, x, t).square().mean().backward()
+
+    def fake_fwd_bwd() -> None:
+        fake(x, t).square().mean().backward()
+
+    feats = tap.features(fake, x, t).detach()
+    f2, t2 = torch.cat([feats, feats]).requires_grad_(True), torch.cat([t, t])
+
+    def head_fwd_bwd() -> None:
+        head(f2, t2).square().mean().backward()
+
+    def head_step() -> None:
+        torch.nn.utils.clip_grad_norm_(head.parameters(), 10.0, foreach=True)
+        opt.step()
+
+    head_fwd_bwd()
+    jobs = {"fake denoiser fwd+bwd (the DSM update, for scale)": fake_fwd_bwd,
+            "trunk fwd at reference x_t, no grad (shared-detached)": trunk_fwd,
+            "trunk fwd+bwd at reference x_t (shared)": trunk_fwd_bwd,
+            "head fwd+bwd on 2B features": head_fwd_bwd, "head clip + Adam step": head_step}
+    out = {}
+    for name, f in jobs.items():
+        for _ in range(5):
+            f()
+        ts = []
+        for _ in range(reps):
+            sync(device)
+            c = time.process_time()
+            f()
+            sync(device)
+            ts.append(time.process_time() - c)
+        fake.zero_grad(set_to_none=True)
+        out[name] = 1e3 * statistics.median(ts)
+    return out
+
+
 @torch.no_grad()
 def sampling(device: str, n: int = 4096, rounds: int = 5) -> dict[str, float]:
     """Samples per second: one-step student vs the Heun sampler at 40 steps (analytic and network teachers)."""
@@ -294,6 +345,10 @@ def main() -> None:
     print(f"## ratios{'':72s} wall    cpu")
     for label, (a, b) in r.items():
         print(f"  {label:78s} {t[a] / t[b]:.2f}x  {c[a] / c[b]:.2f}x")
+
+    print("\n## where a shared-trunk estimator's time goes (median CPU ms, batch 256)")
+    for k, v in shared_breakdown(dev).items():
+        print(f"  {k:58s} {v:7.2f}")
 
     s = sampling(dev)
     print("\n## sampling throughput (samples/s, 4096 at once)")
