@@ -24,11 +24,11 @@ import platform
 import statistics
 import subprocess
 import time
-from pathlib import Path
 
 import torch
 from einops import reduce
 
+from bregzoo import io
 from bregzoo.config import RunConfig
 from bregzoo.networks import FeatureRatioHead, FeatureTap, diffuse, feature_shape
 from bregzoo.train.build import build
@@ -164,7 +164,7 @@ def main() -> None:
     lines.append(f"\n# total {time.perf_counter() - started:.0f} s")
     text = "\n".join(lines) + "\n"
     print(text)
-    Path(args.out).write_text(text)
+    io.write_text(args.out, text)
 
 
 if __name__ == "__main__":
