@@ -78,8 +78,30 @@ def test_a_backbone_without_features_is_refused_in_one_line() -> None:
     with pytest.raises(BregzooError, match="exposes none .*use train.ratio_net=separate") as err:
         shared_ratio_head(cfg, Denoiser(Plain(), SCHED, 0.5), (2,), SCHED)
     assert "\n" not in str(err.value)
-    with pytest.raises(BregzooError, match="train.ratio_net must be 'separate', 'shared' or 'shared-detached'"):
+    with pytest.raises(BregzooError, match="train.ratio_net must be 'auto', 'separate', 'shared' or 'shared-detached'"):
         RunConfig().replace(**{"train.ratio_net": "head"})
+
+
+@pytest.mark.parametrize("backbone, shape, resolved", [
+    ("mlp:width=16,depth=1", None, "shared"),  # vector features: measured as good as separate
+    (IMAGE_BACKBONES["unet"], (1, 8, 8), "separate"),  # image features: not measured yet
+])
+def test_auto_ratio_net_is_shared_only_for_vector_features(backbone, shape, resolved) -> None:
+    from bregzoo.train.build import build_base
+
+    cfg = RunConfig().replace(**{"backbone": backbone, "schedule": "edm:t_min=0.02,t_max=10.0"})
+    base = build_base(cfg)
+    if shape is not None:  # an image task without a network teacher: pretend the mixture is an image
+        base.dataset.data_shape = shape
+        base = type(base)(base.dataset, base.schedule, base.teacher, base.sigma_data)
+    parts = build(cfg, base=base)
+    assert cfg.train.ratio_net == "auto" and parts.ratio_net == resolved
+    assert isinstance(parts.ratio, FeatureRatioHead) == (resolved == "shared")
+
+
+def test_config_json_records_the_resolved_ratio_net(tmp_path) -> None:
+    result = train(tiny(tmp_path, **{"train.steps": 1}), check=False)
+    assert json.loads((result.run_dir / "config.json").read_text())["ratio_net"] == "shared"
 
 
 @pytest.mark.parametrize("ratio_net, reaches_trunk", [("shared", True), ("shared-detached", False)])

@@ -119,7 +119,7 @@ class Distiller:
         self.uses_estimator = cfg.weighting.gan > 0 or not constant_weight(parts.divergence)
         # train.ratio_net=shared: the estimator is a head on the fake denoiser's trunk, whose features a
         # forward hook hands over (networks.FeatureTap).
-        self.tap = FeatureTap(parts.fake) if cfg.train.ratio_net != "separate" and self.uses_estimator else None
+        self.tap = FeatureTap(parts.fake) if parts.ratio_net != "separate" and self.uses_estimator else None
         if cfg.train.compile:
             # In place (nn.Module.compile): the state dicts keep their keys, so checkpoints, the shipped
             # generator and resume are the same as without; the EMA copy (evaluation only) stays eager. A fake
@@ -281,7 +281,7 @@ class Distiller:
         needs). Returns (DSM loss, head loss, head output at the reference samples).
         """
         acc, parts, sched = self.acc, self.parts, self.parts.schedule
-        trunk = self.cfg.train.ratio_net == "shared"
+        trunk = parts.ratio_net == "shared"
         x_ref = diffuse(est["x_ref"], t, sched, est["z_ref"])
         with acc.autocast():
             with self.tap.capture():
@@ -561,6 +561,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
                 rundir.MARKER: 1, "config": cfg.to_dict(), "resumes": resumes, "components": parts.provenance,
                 "checks": checks, "init_from_teacher": parts.from_teacher,
                 "estimator_trained": distiller.uses_estimator,
+                "ratio_net": parts.ratio_net,  # train.ratio_net resolved ("auto": shared for vector features)
                 # the weighting this divergence trains with ("auto" and None resolved; docs/math.md)
                 "weighting": dataclasses.asdict(distiller.weighting),
                 "num_processes": acc.num_processes, "device": str(acc.device),
