@@ -29,7 +29,8 @@ import torch
 from einops import reduce
 
 from bregzoo.config import RunConfig
-from bregzoo.networks import FeatureTap, diffuse
+from bregzoo.api import create_backbone
+from bregzoo.networks import Denoiser, FeatureRatioHead, FeatureTap, diffuse, feature_shape
 from bregzoo.teacher import per_sample, sample_ode
 from bregzoo.train.build import build, generate
 from bregzoo.train.loop import Distiller, NonFiniteWatch, draw_step_noise
@@ -172,15 +173,23 @@ def race(steppers: dict, steps: int, rounds: int, device: str, cpu: dict | None 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def shared_breakdown(device: str, reps: int = 60) -> dict[str, float]:
-    """Median CPU ms of the pieces a shared-trunk estimator adds to a DMD step (batch 256, the perf networks)."""
-    cfg = config("lsif", ratio_net="shared")
-    parts = build(cfg)
+def shared_breakdown(device: str, image: bool = False, reps: int = 60) -> dict[str, float]:
+    """Median CPU ms of the pieces a shared-trunk estimator adds to a DMD step: the perf networks at batch 256,
+    or (``image``) the compact UNet (channels 64, mults 1x2x2, 2 blocks, attention at 16) on 3x32x32 at batch 16."""
     dev = torch.device(device)
-    fake, head = parts.fake.to(dev), parts.ratio.to(dev)
+    if image:
+        sched = build(config()).schedule
+        fake = Denoiser(create_backbone("unet:channels=64,mults=1x2x2,blocks=2,attn=16", data_shape=(3, 32, 32)),
+                        sched, 0.5).to(dev)
+        head = FeatureRatioHead(feature_shape(fake, (3, 32, 32), sched.t_max)).to(dev)
+        x, t = torch.randn(16, 3, 32, 32, device=dev), sched.sample_t(16).to(dev)
+        reps = max(5, reps // 10)
+    else:
+        parts = build(config("lsif", ratio_net="shared"))
+        fake, head = parts.fake.to(dev), parts.ratio.to(dev)
+        x, t = torch.randn(256, *parts.dataset.data_shape, device=dev), parts.schedule.sample_t(256).to(dev)
     tap = FeatureTap(fake)
     opt = torch.optim.Adam(head.parameters(), foreach=True)
-    x, t = torch.randn(256, *parts.dataset.data_shape, device=dev), parts.schedule.sample_t(256).to(dev)
 
     def trunk_fwd() -> None:
         with torch.no_grad():
@@ -209,7 +218,7 @@ def shared_breakdown(device: str, reps: int = 60) -> dict[str, float]:
             "head fwd+bwd on 2B features": head_fwd_bwd, "head clip + Adam step": head_step}
     out = {}
     for name, f in jobs.items():
-        for _ in range(5):
+        for _ in range(2 if image else 5):
             f()
         ts = []
         for _ in range(reps):
@@ -346,9 +355,12 @@ def main() -> None:
     for label, (a, b) in r.items():
         print(f"  {label:78s} {t[a] / t[b]:.2f}x  {c[a] / c[b]:.2f}x")
 
-    print("\n## where a shared-trunk estimator's time goes (median CPU ms, batch 256)")
+    print("\n## where a shared-trunk estimator's time goes (median CPU ms; the perf MLP at batch 256)")
     for k, v in shared_breakdown(dev).items():
         print(f"  {k:58s} {v:7.2f}")
+    print("## the same for an image UNet (unet:channels=64,mults=1x2x2,blocks=2,attn=16; 3x32x32, batch 16)")
+    for k, v in shared_breakdown(dev, image=True).items():
+        print(f"  {k.replace('2B', '2B=32'):58s} {v:7.1f}")
 
     s = sampling(dev)
     print("\n## sampling throughput (samples/s, 4096 at once)")
