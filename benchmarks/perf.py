@@ -117,12 +117,18 @@ def bare_stepper(cfg: RunConfig, device: str, estimator: bool):
                 x0 = generate(gen, sched, nzj["eps"][:, 0])
             s2 = sched.s(nzj["t"]).square()
             if tap is not None and j == len(noise["fake"]) - 1:
-                with tap.capture():
-                    d = fake(diffuse(x0, nzj["t"], sched, nzj["z"]), nzj["t"])
-                f_stu = tap.value if trunk else tap.value.detach()
                 nze = {k: v[0].to(dev) for k, v in noise["est"].items()}
-                with torch.set_grad_enabled(trunk):
-                    f_ref = tap.features(fake, diffuse(nze["x_ref"], nzj["t"], sched, nze["z_ref"]), nzj["t"])
+                xt, x_ref = diffuse(x0, nzj["t"], sched, nzj["z"]), diffuse(nze["x_ref"], nzj["t"], sched, nze["z_ref"])
+                if trunk:  # vector features: one pass over both batches, as the loop does
+                    with tap.capture():
+                        d = fake(torch.cat([xt, x_ref]), torch.cat([nzj["t"], nzj["t"]]))[: len(xt)]
+                    f_stu, f_ref = tap.value.chunk(2)
+                else:
+                    with tap.capture():
+                        d = fake(xt, nzj["t"])
+                    f_stu = tap.value.detach()
+                    with torch.no_grad():
+                        f_ref = tap.features(fake, x_ref, nzj["t"])
                 per = reduce((d - x0).square(), "b ... -> b", "mean")
                 out_ref, out_stu = ratio(torch.cat([f_ref, f_stu]), torch.cat([nzj["t"], nzj["t"]])).chunk(2)
                 (((s2 + sd2) / (s2 * sd2) * per).mean() + est.loss(out_ref, out_stu)).backward()
