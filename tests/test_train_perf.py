@@ -211,3 +211,25 @@ def test_compile_runs_on_cpu(tmp_path, ratio_net) -> None:
     w = io.load_file(result.run_dir / "generator.safetensors")
     assert all(torch.isfinite(v).all() for v in w.values())
     assert not any(k.startswith("_orig_mod") for k in w)  # compiled in place: the keys are the module's own
+
+
+def test_a_run_checkpointed_before_ratio_net_existed_resumes_with_its_separate_estimator(tmp_path) -> None:
+    """A checkpoint whose config predates train.ratio_net holds a separate estimator network; "auto" would
+    build a head and fail to load it, so the resume keeps "separate" (rundir.LEGACY)."""
+    from bregzoo.train import rundir
+
+    old = tiny(tmp_path, "old", **{"train.ratio_net": "separate", "train.steps": 2, "train.checkpoint_every": 2})
+    train(old, check=False)
+    ckpt = tmp_path / "old" / "checkpoints" / "step-0000002" / "train_state.safetensors"
+    ident = json.loads(io.read_metadata(ckpt)["config_identity"])
+    del ident["train.ratio_net"]  # as written before the field existed
+    text = json.dumps(ident, sort_keys=True)
+    import hashlib
+
+    io.save_file(io.load_file(ckpt), ckpt, metadata={**io.read_metadata(ckpt), "config_identity": text,
+                                                    "config_sha256": hashlib.sha256(text.encode()).hexdigest()})
+    resumed = RunConfig.load(tmp_path / "old").replace(**{"train.ratio_net": "auto", "train.steps": 3})
+    assert rundir.with_legacy_defaults(tmp_path / "old", resumed).train.ratio_net == "separate"
+    result = train(resumed, resume=True, check=False)
+    assert result.steps == 3
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["ratio_net"] == "separate"

@@ -544,6 +544,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(root), logging_dir=str(root)))
     lock = None
+    if resume:  # a run checkpointed before a behaviour-changing default keeps its old behaviour
+        cfg = rundir.with_legacy_defaults(root, cfg)
     try:
         resolve(cfg)  # every spec, metrics included, exactly as train --dry-run checks them
         parts = build(cfg)
