@@ -29,17 +29,21 @@ import torch
 from einops import reduce
 
 from bregzoo.config import RunConfig
-from bregzoo.networks import diffuse
+from bregzoo.api import create_backbone
+from bregzoo.networks import Denoiser, FeatureRatioHead, FeatureTap, diffuse, feature_shape
 from bregzoo.teacher import per_sample, sample_ode
 from bregzoo.train.build import build, generate
-from bregzoo.train.loop import Distiller, draw_step_noise
+from bregzoo.train.loop import Distiller, NonFiniteWatch, draw_step_noise
 
 TASK = "gmm8"
 
 
-def config(divergence: str = "reverse-kl", batch: int = 256, width: int = 128) -> RunConfig:
+FAKE_UPDATES = 2  # set by --fake-updates
+
+
+def config(divergence: str = "reverse-kl", batch: int = 256, width: int = 128, ratio_net: str = "separate") -> RunConfig:
     return RunConfig(task=TASK, divergence=divergence, backbone=f"mlp:width={width}").replace(
-        **{"train.batch_size": batch, "train.seed": 0})
+        **{"train.batch_size": batch, "train.seed": 0, "train.fake_updates": FAKE_UPDATES, "train.ratio_net": ratio_net})
 
 
 def accelerator(device: str):
@@ -49,62 +53,94 @@ def accelerator(device: str):
 
 
 def loop_stepper(cfg: RunConfig, device: str):
-    """bregzoo's own step: Distiller.train_step, with the loop's per-step noise draw."""
+    """bregzoo's own step: Distiller.train_step, with the loop's per-step noise draw and non-finite watch."""
     parts = build(cfg)
     d = Distiller(cfg, parts, accelerator(device))
+    watch = NonFiniteWatch()
 
     def step() -> None:
-        d.train_step(draw_step_noise(d.rng, parts, cfg, 1, 0))
+        watch.observe(d.train_step(draw_step_noise(d.rng, parts, cfg, 1, 0)), d.step)
     return step
 
 
 def bare_stepper(cfg: RunConfig, device: str, estimator: bool):
     """The same algorithm in plain PyTorch: no Accelerate, no logging, no weight-normaliser object.
 
-    ``estimator=False`` is plain DMD (reverse-KL, omega = 1): generator + k fake-denoiser updates only.
+    ``estimator=False`` is plain DMD (reverse-KL, omega = 1): generator + k fake-denoiser updates only. With
+    ``train.ratio_net=shared`` the estimator is a head on the fake denoiser's trunk features: l at the
+    generator's x_t comes with D_fake from one trunk pass, and the head trains on the last fake update's
+    student features plus a trunk pass (no decoder) at reference x_t, its loss reaching the trunk through both
+    (``shared-detached``: features detached, no backward through the trunk).
     """
     parts = build(cfg)
     dev = torch.device(device)
     gen, fake, ratio = parts.generator.to(dev), parts.fake.to(dev), parts.ratio.to(dev)
     teacher, sched, div, est = parts.teacher.to(dev), parts.schedule, parts.divergence, parts.estimator
     o = cfg.optim
-    opts = [torch.optim.Adam(m.parameters(), lr=lr, betas=o.betas) for m, lr in
+    opts = [torch.optim.Adam(m.parameters(), lr=lr, betas=o.betas, foreach=True) for m, lr in
             ((gen, o.lr_generator), (fake, o.lr_fake), (ratio, o.lr_estimator))]
     ema = copy.deepcopy(gen).requires_grad_(False)
     rng = torch.Generator().manual_seed(0)
     sd2 = parts.sigma_data ** 2
+    tap = FeatureTap(fake) if estimator and cfg.train.ratio_net != "separate" else None
+    trunk = cfg.train.ratio_net == "shared"  # the estimator's loss trains the trunk too
 
-    def update(model, opt, loss) -> None:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+    def update(model, opt, loss=None) -> None:
+        if loss is not None:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip, foreach=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     def step() -> None:
         noise = draw_step_noise(rng, parts, cfg, 1, 0)
         nz = {k: v[0].to(dev) for k, v in noise["gen"].items()}
-        x0 = generate(gen, sched, nz["eps"])
+        x0 = generate(gen, sched, nz["eps"][:, 0])  # (B, k=1, ...) -> the one-step latent
         with torch.no_grad():
             xt = diffuse(x0, nz["t"], sched, nz["z"])
-            d_real, d_fake = teacher.denoise(xt, nz["t"]), fake(xt, nz["t"])
-            omega = (div.log_weight(ratio(xt, nz["t"])).exp() if estimator else torch.ones(len(x0), device=dev))
+            d_real = teacher.denoise(xt, nz["t"])
+            if tap is not None:
+                with tap.capture():
+                    d_fake = fake(xt, nz["t"])
+                omega = div.log_weight(ratio(tap.value, nz["t"])).exp()
+            else:
+                d_fake = fake(xt, nz["t"])
+                omega = div.log_weight(ratio(xt, nz["t"])).exp() if estimator else torch.ones(len(x0), device=dev)
         norm = reduce((x0.detach() - d_real).abs(), "b ... -> b", "mean").clamp_min(1e-12)
         g = per_sample(omega / norm, x0) * (d_fake - d_real)
         update(gen, opts[0], 0.5 * reduce((x0 - (x0 - g).detach()).square(), "b ... -> b", "mean").mean())
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), gen.parameters()):
-                e.lerp_(p, 0.01)
-        for nzj in noise["fake"]:
+            torch._foreach_lerp_(list(ema.parameters()), list(gen.parameters()), 0.01)
+        for j, nzj in enumerate(noise["fake"]):
             nzj = {k: v[0].to(dev) for k, v in nzj.items()}
             with torch.no_grad():
-                x0 = generate(gen, sched, nzj["eps"])
+                x0 = generate(gen, sched, nzj["eps"][:, 0])
             s2 = sched.s(nzj["t"]).square()
+            if tap is not None and j == len(noise["fake"]) - 1:
+                nze = {k: v[0].to(dev) for k, v in noise["est"].items()}
+                xt, x_ref = diffuse(x0, nzj["t"], sched, nzj["z"]), diffuse(nze["x_ref"], nzj["t"], sched, nze["z_ref"])
+                if trunk:  # vector features: one pass over both batches, as the loop does
+                    with tap.capture():
+                        d = fake(torch.cat([xt, x_ref]), torch.cat([nzj["t"], nzj["t"]]))[: len(xt)]
+                    f_stu, f_ref = tap.value.chunk(2)
+                else:
+                    with tap.capture():
+                        d = fake(xt, nzj["t"])
+                    f_stu = tap.value.detach()
+                    with torch.no_grad():
+                        f_ref = tap.features(fake, x_ref, nzj["t"])
+                per = reduce((d - x0).square(), "b ... -> b", "mean")
+                out_ref, out_stu = ratio(torch.cat([f_ref, f_stu]), torch.cat([nzj["t"], nzj["t"]])).chunk(2)
+                (((s2 + sd2) / (s2 * sd2) * per).mean() + est.loss(out_ref, out_stu)).backward()
+                update(fake, opts[1])
+                update(ratio, opts[2])
+                continue
             per = reduce((fake(diffuse(x0, nzj["t"], sched, nzj["z"]), nzj["t"]) - x0).square(), "b ... -> b", "mean")
             update(fake, opts[1], ((s2 + sd2) / (s2 * sd2) * per).mean())
-        if estimator:
+        if estimator and tap is None:
             nze = {k: v[0].to(dev) for k, v in noise["est"].items()}
             with torch.no_grad():
-                x0 = generate(gen, sched, nze["eps"])
+                x0 = generate(gen, sched, nze["eps"][:, 0])
             x_stu, x_ref = diffuse(x0, nze["t"], sched, nze["z"]), diffuse(nze["x_ref"], nze["t"], sched, nze["z_ref"])
             out_ref, out_stu = ratio(torch.cat([x_ref, x_stu]), torch.cat([nze["t"], nze["t"]])).chunk(2)
             update(ratio, opts[2], est.loss(out_ref, out_stu))
@@ -116,21 +152,90 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def race(steppers: dict, steps: int, rounds: int, device: str) -> dict[str, float]:
-    """Median seconds per step of each stepper, interleaved round by round so load drifts hit all alike."""
+def race(steppers: dict, steps: int, rounds: int, device: str, cpu: dict | None = None) -> dict[str, float]:
+    """Median seconds per step of each stepper over ``steps * rounds`` steps each, interleaved step by step
+    (one step of each in turn, the order rotating) so that load drifts hit all alike.
+
+    ``cpu``: a dict that receives each stepper's median CPU seconds per step (this process's CPU time). On a
+    shared machine wall-clock time counts the time other jobs hold the cores; CPU time does not, so its
+    ratios are the steadier ones there (on a GPU the wall-clock ratios are the ones that matter).
+    """
     times: dict[str, list[float]] = {k: [] for k in steppers}
+    cpus: dict[str, list[float]] = {k: [] for k in steppers}
     for f in steppers.values():  # warm-up
         for _ in range(3):
             f()
-    for _ in range(rounds):
-        for name, f in steppers.items():
-            for _ in range(steps):
-                sync(device)
-                t = time.perf_counter()
-                f()
-                sync(device)
-                times[name].append(time.perf_counter() - t)
+    names = list(steppers)
+    for i in range(steps * rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            sync(device)
+            t, c = time.perf_counter(), time.process_time()
+            steppers[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - t)
+            cpus[name].append(time.process_time() - c)
+    if cpu is not None:
+        cpu.update({k: statistics.median(v) for k, v in cpus.items()})
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def shared_breakdown(device: str, image: bool = False, reps: int = 60) -> dict[str, float]:
+    """Median CPU ms of the pieces a shared-trunk estimator adds to a DMD step: the perf networks at batch 256,
+    or (``image``) the compact UNet (channels 64, mults 1x2x2, 2 blocks, attention at 16) on 3x32x32 at batch 16."""
+    dev = torch.device(device)
+    if image:
+        sched = build(config()).schedule
+        fake = Denoiser(create_backbone("unet:channels=64,mults=1x2x2,blocks=2,attn=16", data_shape=(3, 32, 32)),
+                        sched, 0.5).to(dev)
+        head = FeatureRatioHead(feature_shape(fake, (3, 32, 32), sched.t_max)).to(dev)
+        x, t = torch.randn(16, 3, 32, 32, device=dev), sched.sample_t(16).to(dev)
+        reps = max(5, reps // 10)
+    else:
+        parts = build(config("lsif", ratio_net="shared"))
+        fake, head = parts.fake.to(dev), parts.ratio.to(dev)
+        x, t = torch.randn(256, *parts.dataset.data_shape, device=dev), parts.schedule.sample_t(256).to(dev)
+    tap = FeatureTap(fake)
+    opt = torch.optim.Adam(head.parameters(), foreach=True)
+
+    def trunk_fwd() -> None:
+        with torch.no_grad():
+            tap.features(fake, x, t)
+
+    def trunk_fwd_bwd() -> None:
+        tap.features(fake, x, t).square().mean().backward()
+
+    def fake_fwd_bwd() -> None:
+        fake(x, t).square().mean().backward()
+
+    feats = tap.features(fake, x, t).detach()
+    f2, t2 = torch.cat([feats, feats]).requires_grad_(True), torch.cat([t, t])
+
+    def head_fwd_bwd() -> None:
+        head(f2, t2).square().mean().backward()
+
+    def head_step() -> None:
+        torch.nn.utils.clip_grad_norm_(head.parameters(), 10.0, foreach=True)
+        opt.step()
+
+    head_fwd_bwd()
+    jobs = {"fake denoiser fwd+bwd (the DSM update, for scale)": fake_fwd_bwd,
+            "trunk fwd at reference x_t, no grad (shared-detached)": trunk_fwd,
+            "trunk fwd+bwd at reference x_t (shared)": trunk_fwd_bwd,
+            "head fwd+bwd on 2B features": head_fwd_bwd, "head clip + Adam step": head_step}
+    out = {}
+    for name, f in jobs.items():
+        for _ in range(2 if image else 5):
+            f()
+        ts = []
+        for _ in range(reps):
+            sync(device)
+            c = time.process_time()
+            f()
+            sync(device)
+            ts.append(time.process_time() - c)
+        fake.zero_grad(set_to_none=True)
+        out[name] = 1e3 * statistics.median(ts)
+    return out
 
 
 @torch.no_grad()
@@ -205,8 +310,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the loop's default is 1)")
+    ap.add_argument("--fake-updates", type=int, default=2, help="fake-denoiser updates per step (issue J's reference: 2)")
     ap.add_argument("--_memory", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global FAKE_UPDATES
+    FAKE_UPDATES = args.fake_updates
     if args._memory:
         print(json.dumps(memory_child(args._memory, args.device)))
         return
@@ -215,25 +323,50 @@ def main() -> None:
     import subprocess as sp
 
     rev = sp.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"# bregzoo perf: task {TASK}, mlp backbone, batch 256, fake_updates 2, {args.threads} torch thread(s), "
+    print(f"# bregzoo perf: task {TASK}, mlp backbone, batch 256, fake_updates {FAKE_UPDATES}, {args.threads} torch thread(s), "
           f"device {dev}")
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
           f"{platform.python_version()}, git {rev}, load avg {os.getloadavg()[0]:.2f} at start")
-    print(f"# command: python benchmarks/perf.py --steps {args.steps} --rounds {args.rounds} --device {dev}\n")
+    print(f"# command: python benchmarks/perf.py --steps {args.steps} --rounds {args.rounds} --device {dev} "
+          f"--fake-updates {FAKE_UPDATES}\n")
 
+    c: dict[str, float] = {}
     t = race({"dmd_bare": bare_stepper(config("reverse-kl"), dev, estimator=False),
               "dibregman_bare": bare_stepper(config("lsif"), dev, estimator=True),
+              "dibregman_shared_bare": bare_stepper(config("lsif", ratio_net="shared"), dev, estimator=True),
               "loop_reverse_kl": loop_stepper(config("reverse-kl"), dev),
-              "loop_dibregman": loop_stepper(config("lsif"), dev)}, args.steps, args.rounds, dev)
-    print("## step time (median ms/step, batch 256)")
+              "loop_dibregman": loop_stepper(config("lsif"), dev),
+              "loop_dibregman_shared": loop_stepper(config("lsif", ratio_net="shared"), dev),
+              "dibregman_detached_bare": bare_stepper(config("lsif", ratio_net="shared-detached"), dev, estimator=True),
+              "loop_dibregman_detached": loop_stepper(config("lsif", ratio_net="shared-detached"), dev)},
+             args.steps, args.rounds, dev, cpu=c)
+    print("## step time (median ms/step, batch 256; wall clock, and this process's CPU time)")
     for k, v in t.items():
-        print(f"  {k:22s} {1e3 * v:8.2f} ms")
-    print("## ratios")
-    print(f"  Di-Bregman step / plain DMD step (both bare PyTorch)        {t['dibregman_bare'] / t['dmd_bare']:.2f}x")
-    print(f"  Di-Bregman step (bregzoo loop) / plain DMD step (bare)      {t['loop_dibregman'] / t['dmd_bare']:.2f}x")
-    print(f"  bregzoo loop step / bare PyTorch step, Di-Bregman (lsif)    {t['loop_dibregman'] / t['dibregman_bare']:.2f}x"
-          "  (framework overhead)")
-    print(f"  bregzoo loop step, reverse-kl / lsif                        {t['loop_reverse_kl'] / t['loop_dibregman']:.2f}x")
+        print(f"  {k:22s} {1e3 * v:8.2f} ms wall   {1e3 * c[k]:8.2f} ms cpu")
+    r = {"Di-Bregman step / plain DMD step, separate estimator (both bare PyTorch)": ("dibregman_bare", "dmd_bare"),
+         "Di-Bregman step / plain DMD step, shared-trunk estimator (both bare)": ("dibregman_shared_bare", "dmd_bare"),
+         "Di-Bregman step / plain DMD step, shared-trunk estimator (both bregzoo loop)":
+             ("loop_dibregman_shared", "loop_reverse_kl"),
+         "Di-Bregman step (bregzoo loop, shared) / plain DMD step (bare)": ("loop_dibregman_shared", "dmd_bare"),
+         "bregzoo loop / bare PyTorch, plain DMD (reverse-kl)": ("loop_reverse_kl", "dmd_bare"),
+         "bregzoo loop / bare PyTorch, Di-Bregman (lsif), separate estimator": ("loop_dibregman", "dibregman_bare"),
+         "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared-trunk estimator":
+             ("loop_dibregman_shared", "dibregman_shared_bare"),
+         "Di-Bregman step / plain DMD step, shared-detached estimator (both bare)": ("dibregman_detached_bare", "dmd_bare"),
+         "Di-Bregman step / plain DMD step, shared-detached estimator (both bregzoo loop)":
+             ("loop_dibregman_detached", "loop_reverse_kl"),
+         "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared-detached estimator":
+             ("loop_dibregman_detached", "dibregman_detached_bare")}
+    print(f"## ratios{'':72s} wall    cpu")
+    for label, (a, b) in r.items():
+        print(f"  {label:78s} {t[a] / t[b]:.2f}x  {c[a] / c[b]:.2f}x")
+
+    print("\n## where a shared-trunk estimator's time goes (median CPU ms; the perf MLP at batch 256)")
+    for k, v in shared_breakdown(dev).items():
+        print(f"  {k:58s} {v:7.2f}")
+    print("## the same for an image UNet (unet:channels=64,mults=1x2x2,blocks=2,attn=16; 3x32x32, batch 16)")
+    for k, v in shared_breakdown(dev, image=True).items():
+        print(f"  {k.replace('2B', '2B=32'):58s} {v:7.1f}")
 
     s = sampling(dev)
     print("\n## sampling throughput (samples/s, 4096 at once)")

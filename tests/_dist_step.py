@@ -22,6 +22,7 @@ def main(out: str, batch: int, extra: str) -> None:
         "backbone": "mlp:width=16,depth=1", "schedule": "edm:t_min=0.02,t_max=10.0", "train.batch_size": batch,
         "train.fake_updates": 2, "weighting.normalize": "batch", "divergence": "lsif", "weighting.gan": 0.1,
         "optim.grad_clip": 0.5, **({"weighting.normalize": "ema-bins", "train.grad_accum": 2} if extra == "accum" else {}),
+        **({"train.ratio_net": "shared"} if extra == "shared" else {}),
     })
     acc = Accelerator(cpu=True)
     parts = build(cfg)

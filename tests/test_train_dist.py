@@ -60,8 +60,9 @@ def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float =
     return max(float((a[k] - b[k]).abs().max()) for k in a if a[k].numel())
 
 
-def test_gradient_accumulation_matches_the_full_batch() -> None:
-    cfg = RunConfig().replace(**{**SMALL, "weighting.gan": 0.1, "divergence": "lsif"})
+@pytest.mark.parametrize("ratio_net", ["separate", "shared"])
+def test_gradient_accumulation_matches_the_full_batch(ratio_net) -> None:
+    cfg = RunConfig().replace(**{**SMALL, "weighting.gan": 0.1, "divergence": "lsif", "train.ratio_net": ratio_net})
     full = _params_after(cfg.replace(**{"train.batch_size": 32}))
     accum = _params_after(cfg.replace(**{"train.batch_size": 16, "train.grad_accum": 2}))
     half = _params_after(cfg.replace(**{"train.batch_size": 16}))
@@ -80,7 +81,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["", "accum"])
+@pytest.mark.parametrize("variant", ["", "accum", "shared"])
 def test_two_process_step_matches_one_process_on_the_concatenated_batch(tmp_path, variant) -> None:
     """torchrun, 2 processes x batch 16 vs 1 process x batch 32: the same parameters after 2 steps."""
     runs = {"one": (1, 32), "two": (2, 16), "half": (1, 16)}

@@ -265,6 +265,10 @@ class DDPMUNet(nn.Module):
         self.conv_norm_out = nn.GroupNorm(cfg["norm_num_groups"], chans[0], cfg["norm_eps"])
         self.conv_out = nn.Conv2d(chans[0], cfg["out_channels"], 3, padding=1)
 
+    def feature_module(self) -> nn.Module:
+        """Trunk features for a ratio head (train.ratio_net=shared): the middle block's output (B, C, h, w)."""
+        return self.mid_block
+
     def forward(self, x: Tensor, timesteps: Tensor) -> Tensor:
         cfg = self.config
         if cfg["center_input_sample"]:

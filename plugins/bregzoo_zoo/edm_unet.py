@@ -292,6 +292,10 @@ class SongUNet(nn.Module):
             emb = emb + self.map_augment(augment_labels)
         return F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))
 
+    def feature_module(self) -> nn.Module:
+        """Trunk features for a ratio head (train.ratio_net=shared): the encoder's last block (B, C, h, w)."""
+        return [block for name, block in self.enc.items() if "aux" not in name][-1]
+
     def forward(self, x: Tensor, noise_labels: Tensor, class_labels: Tensor | None = None,
                 augment_labels: Tensor | None = None) -> Tensor:
         emb = self.embed(noise_labels, class_labels, augment_labels).to(x.dtype)

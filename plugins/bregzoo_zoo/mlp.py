@@ -47,6 +47,10 @@ class MLP(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, 1 if scalar_output else dim))
         self.scalar_output = scalar_output
 
+    def feature_module(self) -> nn.Module:
+        """Trunk features for a ratio head (train.ratio_net=shared): the last residual block's output (B, width)."""
+        return self.blocks[-1] if len(self.blocks) else self.inp
+
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         emb = self.emb(fourier_features(c_noise.to(x.dtype), self.width))
         if self.freqs is not None:

@@ -146,6 +146,10 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # the network starts at F = 0: the EDM denoiser starts at c_skip * y
         nn.init.zeros_(self.conv_out.bias)
 
+    def feature_module(self) -> nn.Module:
+        """Trunk features for a ratio head (train.ratio_net=shared): the bottleneck's output (B, C, h, w)."""
+        return self.mid[-1]
+
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         emb = self.emb(fourier_features(c_noise.to(x.dtype).reshape(-1), self.channels))
         h = self.conv_in(x)

@@ -60,6 +60,15 @@ class TrainConfig:
     # sigma(t_max)*eps: its input is (C + extra_latent, ...), its output the data's C (networks.LatentDenoiser).
     # 0: the latent is the data's shape. The fake denoiser and the estimator never see the latent.
     extra_latent: int = 0
+    # The ratio estimator's network: "separate" (its own network on the backbone); "shared": a small head on
+    # the fake denoiser's trunk features (networks.FeatureRatioHead, where DMD2 puts its discriminator), so
+    # the generator's l(x_t) comes with D_fake(x_t) from one trunk pass, and the estimator's loss trains the
+    # head and the trunk (as DMD2's GAN loss does); "shared-detached": the same head on detached features,
+    # the trunk trained by the score loss alone (cheaper, but far less accurate: benchmarks/results/shared_estimator.md).
+    # "auto": shared where it was measured as good as separate (vector features: the MLP), separate elsewhere
+    # (image features: not measured yet); the resolved choice is in config.json ("ratio_net").
+    ratio_net: str = "auto"
+    compile: bool = False  # torch.compile the generator, the estimator and (unless ratio_net is shared) the fake denoiser
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every",
@@ -69,6 +78,8 @@ class TrainConfig:
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
         _require(self.mixed_precision in ("no", "bf16", "fp16"),
                  f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        _require(self.ratio_net in ("auto", "separate", "shared", "shared-detached"),
+                 f"train.ratio_net must be 'auto', 'separate', 'shared' or 'shared-detached', got {self.ratio_net!r}")
         _require(0 <= self.ema < 1, f"train.ema must be in [0, 1), got {self.ema}")
         _require(self.seed < 2**63, f"train.seed must be < 2**63 (torch seeds are 64-bit), got {self.seed}")
         _require(self.student_steps >= 1, f"train.student_steps must be >= 1 (1: a one-step student), "

@@ -21,7 +21,7 @@ from bregzoo.config import RunConfig
 from bregzoo.divergence import Divergence
 from bregzoo.estimator import RatioEstimator
 from bregzoo.errors import BregzooError
-from bregzoo.networks import Denoiser, LatentDenoiser, RatioNet
+from bregzoo.networks import Denoiser, FeatureRatioHead, LatentDenoiser, RatioNet, feature_module, feature_shape
 from bregzoo.plugins import get_host
 from bregzoo.registry import parse_spec
 from bregzoo.schedules import Schedule, make_schedule
@@ -45,11 +45,12 @@ class Parts:
     estimator: RatioEstimator
     generator: Denoiser
     fake: Denoiser
-    ratio: RatioNet
+    ratio: nn.Module  # a RatioNet ell(x_t, t), or with train.ratio_net=shared a FeatureRatioHead ell(features, t)
     sigma_data: float
     from_teacher: bool
     provenance: dict[str, dict[str, str]] = field(default_factory=dict)
     latent_shape: tuple[int, ...] = ()  # the generator's noise per sample: data_shape, or more channels with extra_latent
+    ratio_net: str = "separate"  # train.ratio_net resolved ("auto" -> "separate" or "shared")
 
 
 def build_schedule(spec: str) -> Schedule:
@@ -125,9 +126,26 @@ def build(cfg: RunConfig, init_seed: int | None = None, base: Base | None = None
         fake.requires_grad_(True)
     else:
         fake = Denoiser(create_backbone(cfg.backbone, data_shape=shape), schedule, sigma_data)
-    ratio = RatioNet(create_backbone(cfg.backbone, data_shape=shape, scalar_output=True), schedule, sigma_data)
+    ratio_net, fshape = cfg.train.ratio_net, None
+    if ratio_net == "auto":
+        fshape = feature_shape(fake, shape, schedule.t_max) if feature_module(fake) is not None else None
+        ratio_net = "shared" if fshape is not None and len(fshape) == 1 else "separate"
+    if ratio_net != "separate":
+        ratio = shared_ratio_head(cfg, fake, shape, schedule, fshape)
+    else:
+        ratio = RatioNet(create_backbone(cfg.backbone, data_shape=shape, scalar_output=True), schedule, sigma_data)
     return Parts(base.dataset, base.teacher, base.schedule, divergence, estimator, generator, fake, ratio, sigma_data,
-                 from_teacher, provenance(cfg), latent_shape(shape, cfg.train.extra_latent))
+                 from_teacher, provenance(cfg), latent_shape(shape, cfg.train.extra_latent), ratio_net)
+
+
+def shared_ratio_head(cfg: RunConfig, fake: nn.Module, shape: tuple[int, ...], schedule: Schedule,
+                      fshape: tuple[int, ...] | None = None) -> FeatureRatioHead:
+    """The estimator of train.ratio_net=shared: a head sized for the fake denoiser's trunk features."""
+    if feature_module(fake) is None:
+        raise BregzooError(f"train.ratio_net={cfg.train.ratio_net} puts the estimator on the fake denoiser's trunk features, but its "
+                           f"network (backbone {cfg.backbone!r}, teacher {cfg.teacher!r}) exposes none (no "
+                           "feature_module()); use train.ratio_net=separate")
+    return FeatureRatioHead(fshape or feature_shape(fake, shape, schedule.t_max))
 
 
 def _from_teacher(cfg: RunConfig, base: Base) -> bool:

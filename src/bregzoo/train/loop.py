@@ -24,7 +24,7 @@ from torch import Tensor
 
 from bregzoo import io
 from bregzoo.config import RunConfig
-from bregzoo.networks import diffuse
+from bregzoo.networks import FeatureRatioHead, FeatureTap, diffuse
 from bregzoo.teacher import per_sample, sample_ode, sampling_schedule
 from bregzoo.train import rundir
 from bregzoo.train.build import Parts, build, resolve
@@ -117,8 +117,26 @@ class Distiller:
         # A divergence with a constant weight (reverse-KL: omega = 1, i.e. DMD) never reads the ratio,
         # so without a GAN term the estimator would be trained for nothing: skip it (~30% of a step).
         self.uses_estimator = cfg.weighting.gan > 0 or not constant_weight(parts.divergence)
+        # train.ratio_net=shared: the estimator is a head on the fake denoiser's trunk, whose features a
+        # forward hook hands over (networks.FeatureTap).
+        self.tap = FeatureTap(parts.fake) if parts.ratio_net != "separate" and self.uses_estimator else None
+        self._one_pass = isinstance(parts.ratio, FeatureRatioHead) and parts.ratio.conv is None  # vector features
+        if cfg.train.compile:
+            # In place (nn.Module.compile): the state dicts keep their keys, so checkpoints, the shipped
+            # generator and resume are the same as without; the EMA copy (evaluation only) stays eager. A fake
+            # denoiser that hands its trunk features to a shared estimator stays eager too: under dynamo the
+            # FeatureTap's forward hook loses its effect (torch 2.14: the features come back None).
+            for module in (parts.generator, parts.ratio) + ((parts.fake,) if self.tap is None else ()):
+                module.compile()
         self.rng = torch.Generator().manual_seed(cfg.train.seed)
         self.times = student_times(parts.schedule, cfg.train.student_steps, cfg.train.student_times)
+        # Without a gradient scaler, FSDP, DeepSpeed or XLA, Accelerate's clip_grad_norm_ and optimizer step
+        # are torch's (DDP has all-reduced the gradients in backward) behind importlib probes for optional
+        # packages on every call (~0.5 ms each on a CPU, 8 a step; benchmarks/perf.py): call torch's directly.
+        from accelerate.utils import DistributedType
+
+        self._plain = accelerator.scaler is None and accelerator.distributed_type in (
+            DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
     @property
     def student(self) -> torch.nn.Module:
@@ -136,11 +154,18 @@ class Distiller:
             return generate_at(self.parts.generator, self.parts.schedule, nz["eps"], self.times, nz.get("idx")).float()
 
     def _optimizer_step(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Tensor:
-        clip = self.cfg.optim.grad_clip
-        norm = self.acc.clip_grad_norm_(model.parameters(), clip) if clip > 0 else torch.zeros(())
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return torch.as_tensor(norm).detach().float().cpu()
+        """Clip, step, zero; the gradient norm stays on the device (read only at the logging interval)."""
+        clip, plain = self.cfg.optim.grad_clip, self._plain and self.acc.sync_gradients
+        if clip <= 0:
+            norm = torch.zeros((), device=self.acc.device)
+        elif plain:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+        else:
+            norm = self.acc.clip_grad_norm_(model.parameters(), clip)
+        inner = opt.optimizer if plain else opt  # what AcceleratedOptimizer.step/zero_grad would call
+        inner.step()
+        inner.zero_grad(set_to_none=True)
+        return torch.as_tensor(norm).detach().float()
 
     def _edm_weight(self, t: Tensor) -> Tensor:
         """EDM's loss weight (s^2 + sd^2)/(s sd)^2: unit-variance targets for the network at every s."""
@@ -168,9 +193,7 @@ class Distiller:
                 xt = diffuse(x0.detach(), t, sched, nz["z"])
                 d_real = self.teacher.denoise(xt, t).float()
                 with acc.autocast():
-                    d_fake = parts.fake(xt, t).float()
-                    ell = (parts.estimator.log_ratio(parts.ratio(xt, t)).float() if self.uses_estimator
-                           else torch.zeros_like(t))
+                    d_fake, ell = self._fake_and_log_ratio(xt, t)
             omega = self.weights(ell, t, acc.gather, self.step)
             normaliser = (reduce((x0.detach() - d_real).abs(), "b ... -> b", "mean").clamp_min(1e-12)
                           if self.cfg.weighting.dmd_normaliser else torch.ones_like(omega))
@@ -180,10 +203,15 @@ class Distiller:
             if self.cfg.weighting.gan > 0:
                 # Non-saturating GAN term: the estimator's logit for "teacher" is -l, so the generator
                 # minimises softplus(l) at its own diffused samples; the estimator itself stays fixed.
-                parts.ratio.requires_grad_(False)
+                frozen = [parts.ratio] + ([parts.fake] if self.tap is not None else [])
+                for m in frozen:
+                    m.requires_grad_(False)
                 with acc.autocast():
-                    ell_g = parts.estimator.log_ratio(parts.ratio(diffuse(x0, t, sched, nz["z"]), t)).float()
-                parts.ratio.requires_grad_(True)
+                    x_g = diffuse(x0, t, sched, nz["z"])
+                    out_g = parts.ratio(self.tap.features(parts.fake, x_g, t), t) if self.tap else parts.ratio(x_g, t)
+                    ell_g = parts.estimator.log_ratio(out_g).float()
+                for m in frozen:
+                    m.requires_grad_(True)
                 loss_gan = F.softplus(ell_g).mean()
                 loss = loss + self.cfg.weighting.gan * loss_gan
                 logs["loss_gan"] = loss_gan.detach()
@@ -199,25 +227,80 @@ class Distiller:
         if self.uses_estimator:
             logs["ell_student"] = ell.mean().detach()
 
-        # 4a. Fake denoiser: k DSM updates on fresh samples of the just-updated generator.
-        for noise_j in noise["fake"]:
+        # 4a. Fake denoiser: k DSM updates on fresh samples of the just-updated generator. A shared estimator's
+        # head takes its student features from the last update's trunk pass (4b).
+        head: list[tuple[Tensor, Tensor]] = []  # (loss, output at reference x_t) of the shared head, per micro-batch
+        for j, noise_j in enumerate(noise["fake"]):
+            share = self.tap is not None and j == len(noise["fake"]) - 1
             for i in range(accum):
                 nz = self._on_device(noise_j, i)
                 x0 = self._student_outputs(nz)
                 xt = diffuse(x0, nz["t"], sched, nz["z"])
+                if share:
+                    loss_fake, loss_head, out_ref = self._fake_and_head_loss(xt, x0, nz["t"], self._on_device(noise["est"], i))
+                    head.append((loss_head.detach(), out_ref))
+                    acc.backward((loss_fake + loss_head) / accum)
+                    continue
                 with acc.autocast():
                     d = self.fake(xt, nz["t"]).float()
-                per = reduce((d - x0).square(), "b ... -> b", "mean")
-                loss_fake = (self._edm_weight(nz["t"]) * per).mean()
+                loss_fake = self._dsm_loss(d, x0, nz["t"])
                 acc.backward(loss_fake / accum)
             self._optimizer_step(self.fake, self.f_opt)
             logs["loss_fake"] = loss_fake.detach()
 
         # 4b. Ratio estimator: BR_h on (reference x_t from the task's data, student x_t), same times.
-        if self.uses_estimator:
+        if head:
+            self._optimizer_step(self.ratio, self.e_opt)
+            logs.update(loss_est=head[-1][0], ell_ref=parts.estimator.log_ratio(head[-1][1]).mean())
+        elif self.uses_estimator:
             logs.update(self._estimator_update(noise["est"]))
         self.step += 1
         return logs
+
+    def _dsm_loss(self, d: Tensor, x0: Tensor, t: Tensor) -> Tensor:
+        return (self._edm_weight(t) * reduce((d - x0).square(), "b ... -> b", "mean")).mean()
+
+    def _fake_and_log_ratio(self, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """D_fake(x_t) and l = log r(x_t), no gradient; a shared estimator reads the same trunk pass."""
+        parts = self.parts
+        if not self.uses_estimator:
+            return parts.fake(xt, t).float(), torch.zeros_like(t)
+        if self.tap is None:
+            return parts.fake(xt, t).float(), parts.estimator.log_ratio(parts.ratio(xt, t)).float()
+        with self.tap.capture():
+            d_fake = parts.fake(xt, t).float()
+        return d_fake, parts.estimator.log_ratio(parts.ratio(self.tap.value, t)).float()
+
+    def _fake_and_head_loss(self, xt: Tensor, x0: Tensor, t: Tensor, est: dict[str, Tensor]
+                            ) -> tuple[Tensor, Tensor, Tensor]:
+        """The fake denoiser's DSM loss at student x_t, and the shared head's BR_h loss on the trunk's features
+        at that x_t and at a reference x_t of the same times, both from the trunk before this update moves it.
+
+        With train.ratio_net=shared the head's loss reaches the trunk through both (DMD2); "shared-detached"
+        detaches them, so the head alone learns. The reference pass stops at the features: no decoder. The
+        two losses share one backward (a parameter used twice still gets one gradient hook call, as DDP
+        needs). With vector features both batches go through one pass. Returns (DSM loss, head loss, head
+        output at the reference samples).
+        """
+        acc, parts, sched = self.acc, self.parts, self.parts.schedule
+        trunk = parts.ratio_net == "shared"
+        x_ref = diffuse(est["x_ref"], t, sched, est["z_ref"])
+        with acc.autocast():
+            if trunk and self._one_pass:
+                # Vector features (the MLP): only an output layer follows them, so one pass over both
+                # batches costs less than two (~1.5 ms of 7 on a CPU, benchmarks/perf.py).
+                with self.tap.capture():
+                    d = self.fake(torch.cat([xt, x_ref]), torch.cat([t, t])).float()[: len(xt)]
+                f_stu, f_ref = self.tap.value.chunk(2)
+            else:
+                with self.tap.capture():
+                    d = self.fake(xt, t).float()
+                f_stu = self.tap.value if trunk else self.tap.value.detach()
+                with torch.set_grad_enabled(trunk):
+                    f_ref = self.tap.features(parts.fake, x_ref, t)
+            out = self.ratio(torch.cat([f_ref, f_stu]), torch.cat([t, t])).float()
+        out_ref, out_stu = out.chunk(2)
+        return self._dsm_loss(d, x0, t), parts.estimator.loss(out_ref, out_stu), out_ref.detach()
 
     def _estimator_update(self, noise: dict[str, Tensor]) -> dict[str, Tensor]:
         acc, parts, sched = self.acc, self.parts, self.parts.schedule
@@ -229,7 +312,11 @@ class Distiller:
             x_stu = diffuse(x0, t, sched, nz["z"])
             x_ref = diffuse(nz["x_ref"], t, sched, nz["z_ref"])
             with acc.autocast():
-                out = self.ratio(torch.cat([x_ref, x_stu]), torch.cat([t, t])).float()
+                x_both, t_both = torch.cat([x_ref, x_stu]), torch.cat([t, t])
+                if self.tap is not None:  # shared head, no fake update this step to take features from
+                    with torch.no_grad():
+                        x_both = self.tap.features(parts.fake, x_both, t_both)
+                out = self.ratio(x_both, t_both).float()
             out_ref, out_stu = out.chunk(2)
             loss_est = parts.estimator.loss(out_ref, out_stu)
             acc.backward(loss_est / accum)
@@ -246,7 +333,7 @@ class Distiller:
                 xt = diffuse(x0, nz["t"], self.parts.schedule, nz["z"])
                 with self.acc.autocast():
                     d = self.fake(xt, nz["t"]).float()
-                loss = (self._edm_weight(nz["t"]) * reduce((d - x0).square(), "b ... -> b", "mean")).mean()
+                loss = self._dsm_loss(d, x0, nz["t"])
                 self.acc.backward(loss / self.cfg.train.grad_accum)
             self._optimizer_step(self.fake, self.f_opt)
 
@@ -354,13 +441,38 @@ TERMS = {"loss_dm": "the generator's weighted distribution-matching loss", "loss
          "omega_mean": "the generator weight omega", "omega_max": "the generator weight omega"}
 
 
-def nonfinite_terms(logs: dict[str, Tensor], acc: Any) -> list[str]:
-    """The watched terms that are NaN or inf on any process (every process gets the same answer)."""
-    names = [k for k in TERMS if k in logs]
-    bad = torch.stack([(~torch.isfinite(logs[k].detach().float().cpu())).any().float() for k in names])
-    if acc.num_processes > 1:
-        bad = reduce(acc.gather(bad.to(acc.device)[None]).cpu(), "p k -> k", "max")
-    return [k for k, b in zip(names, bad.tolist()) if b]
+class NonFiniteWatch:
+    """The first step at which a watched term (TERMS) went NaN or inf, and which terms did, tracked on the
+    device: watching is a few tensor ops per step, and only ``check`` reads anything back to the host."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.first_step: Tensor | None = None  # -1 while every step so far was finite
+        self.first_terms: Tensor | None = None
+
+    def observe(self, logs: dict[str, Tensor], step: int) -> None:
+        if self.first_step is None:
+            self.names = [k for k in TERMS if k in logs]
+        bad = torch.stack([~torch.isfinite(logs[k].detach()).all() for k in self.names])
+        if self.first_step is None:
+            self.first_step = torch.full((), -1, dtype=torch.long, device=bad.device)
+            self.first_terms = torch.zeros_like(bad)
+        new = (self.first_step < 0) & bad.any()
+        self.first_terms = torch.where(new, bad, self.first_terms)
+        self.first_step = torch.where(new, step, self.first_step)
+
+    def check(self, acc: Any) -> tuple[int, list[str]] | None:
+        """(first bad step, its bad terms) on any process, or None; every process gets the same answer."""
+        if self.first_step is None:
+            return None
+        row = torch.cat([self.first_step[None], self.first_terms.long()])[None]
+        if acc.num_processes > 1:
+            row = acc.gather(row.to(acc.device))
+        rows = [r for r in row.cpu().tolist() if r[0] >= 0]
+        if not rows:
+            return None
+        step = min(r[0] for r in rows)
+        return step, [k for i, k in enumerate(self.names) if any(r[1 + i] for r in rows if r[0] == step)]
 
 
 def _cpu_only_multiprocess() -> bool:
@@ -432,6 +544,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(root), logging_dir=str(root)))
     lock = None
+    if resume:  # a run checkpointed before a behaviour-changing default keeps its old behaviour
+        cfg = rundir.with_legacy_defaults(root, cfg)
     try:
         resolve(cfg)  # every spec, metrics included, exactly as train --dry-run checks them
         parts = build(cfg)
@@ -458,6 +572,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
                 rundir.MARKER: 1, "config": cfg.to_dict(), "resumes": resumes, "components": parts.provenance,
                 "checks": checks, "init_from_teacher": parts.from_teacher,
                 "estimator_trained": distiller.uses_estimator,
+                "ratio_net": parts.ratio_net,  # train.ratio_net resolved ("auto": shared for vector features)
                 # the weighting this divergence trains with ("auto" and None resolved; docs/math.md)
                 "weighting": dataclasses.asdict(distiller.weighting),
                 "num_processes": acc.num_processes, "device": str(acc.device),
@@ -498,28 +613,36 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
         if distiller.step == 0 and cfg.train.fake_warmup:
             distiller.warmup_fake(cfg.train.fake_warmup)
         shown: dict[str, float] = {}
+        watch = NonFiniteWatch()
         while distiller.step < cfg.train.steps:
             noise = draw_step_noise(distiller.rng, parts, cfg, acc.num_processes, acc.process_index)
             logs = distiller.train_step(noise)
             step = distiller.step
-            bad = nonfinite_terms(logs, acc)
-            if bad:  # stop before anything from this step is saved: the last checkpoint stays the last good one
+            watch.observe(logs, step)
+            log_now = step % cfg.train.log_every == 0 or step == cfg.train.steps
+            eval_now = step % cfg.train.eval_every == 0 and step < cfg.train.steps
+            save_now = step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps
+            # Read back (a host sync) only where something is logged or saved: stop before anything from
+            # a step at or after the first non-finite one is, so the last checkpoint stays the last good one.
+            bad = watch.check(acc) if log_now or eval_now or save_now else None
+            if bad:
                 last = run.latest_checkpoint()
                 raise NonFiniteError(
-                    f"step {step}: {', '.join(f'{k} ({TERMS.get(k, k)})' for k in bad)} became NaN or inf; the run "
-                    f"stopped without saving this step. Last good checkpoint: {last or 'none'}. Lower the learning "
-                    "rates or set weighting.clamp (e.g. --set weighting.clamp=10), then train again")
-            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                    f"step {bad[0]}: {', '.join(f'{k} ({TERMS.get(k, k)})' for k in bad[1])} became NaN or inf; "
+                    f"the run stopped at step {step} without saving any step since. Last good checkpoint: "
+                    f"{last or 'none'}. Lower the learning rates or set weighting.clamp (e.g. --set "
+                    "weighting.clamp=10), then train again")
+            if log_now:
                 names = sorted(logs)
-                values = acc.gather(torch.stack([logs[k].float().cpu() for k in names]).to(acc.device)[None])
+                values = acc.gather(torch.stack([logs[k].float().to(acc.device) for k in names])[None])  # one read-back
                 latest = dict(zip(names, reduce(values, "p k -> k", "mean").tolist()))
                 shown.update(latest)  # keeps the last eval metrics for the progress bar
                 acc.log({f"train/{k}": v for k, v in latest.items()}, step=step)
                 if acc.is_main_process:
                     run.log({"step": step, "split": "train", **latest})
-            if step % cfg.train.eval_every == 0 and step < cfg.train.steps and acc.is_main_process:
+            if eval_now and acc.is_main_process:
                 shown.update(evaluate_student(final=False))
-            if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
+            if save_now:
                 distiller.save_checkpoint(run)
             if progress is not None and acc.is_main_process:
                 progress(step, cfg.train.steps, shown)

@@ -255,3 +255,26 @@ def resumes(run: RunDir) -> list[dict[str, Any]]:
     except (OSError, ValueError, AttributeError):
         return []
     return found if isinstance(found, list) else []
+
+
+# Config fields whose default, when they were added, changed what a run does, and the value that keeps a
+# run checkpointed before them training as it did. check_resumable lets a field that a checkpoint lacks
+# take its default; for these fields that default is not the old behaviour, so a resume gets this value.
+LEGACY = {"train.ratio_net": "separate"}  # "auto" would put a head where the checkpoint has a network
+
+
+def with_legacy_defaults(root: Path, cfg: "RunConfig") -> "RunConfig":
+    """``cfg`` for resuming the run in ``root``: the LEGACY fields its latest checkpoint predates, left at
+    their default in ``cfg``, get their old value."""
+    from bregzoo.config import RunConfig
+
+    ckpt = RunDir(Path(root)).latest_checkpoint()
+    if ckpt is None:
+        return cfg
+    try:
+        stored = json.loads(io.read_metadata(ckpt / "train_state.safetensors").get("config_identity", "{}"))
+    except (BregzooError, ValueError):
+        stored = {}
+    now, default = _flat(cfg.to_dict()), _flat(RunConfig().to_dict())
+    old = {k: v for k, v in LEGACY.items() if not (isinstance(stored, dict) and k in stored) and now[k] == default[k]}
+    return cfg.replace(**old) if old else cfg

@@ -103,12 +103,12 @@ class WeightNormaliser:
         self.bins, self.decay, self.truncate, self.warmup = bins, decay, truncate, warmup
         self.bin_mean = torch.ones(bins, dtype=torch.float64)
         self.bin_seen = torch.zeros(bins, dtype=torch.bool)
+        ends = torch.tensor([schedule.t_min, schedule.t_max], dtype=torch.float64)
+        self._lo, self._hi = schedule.s(ends).log().tolist()  # once: .tolist() per step would be a host sync
 
     def bin_of(self, t: Tensor) -> Tensor:
-        """Bin index of each time, by the position of log(sigma/alpha) in the schedule's range."""
-        ends = torch.tensor([self.schedule.t_min, self.schedule.t_max], dtype=torch.float64)
-        lo, hi = self.schedule.s(ends).log().tolist()
-        u = (self.schedule.s(t.detach().double().cpu()).log() - lo) / (hi - lo)
+        """Bin index of each time, by the position of log(sigma/alpha) in the schedule's range (on t's device)."""
+        u = (self.schedule.s(t.detach().double()).log() - self._lo) / (self._hi - self._lo)
         return (u * self.bins).floor().long().clamp(0, self.bins - 1)
 
     def log_weight(self, ell: Tensor, step: int = 0) -> Tensor:
@@ -133,25 +133,27 @@ class WeightNormaliser:
             # Each bin's scale is its own: one bin's outliers must not shrink the weights of another
             # noise level, so truncation is relative to the bin's mean and nothing is renormalised
             # across bins. The EMA is fed the truncated weights, so one outlier cannot set the scale.
-            all_w, all_t = gather(log_w).cpu(), gather(t.double()).cpu()
-            self._update(all_w, all_t, cap)
-            log_w = (log_w - self.bin_mean.to(log_w.device)[self.bin_of(t).to(log_w.device)].log()).clamp(max=cap)
+            # The per-bin state lives on the weights' device: no host round trip per step.
+            self.bin_mean, self.bin_seen = self.bin_mean.to(log_w.device), self.bin_seen.to(log_w.device)
+            self._update(gather(log_w), gather(t.double()), cap)
+            log_w = (log_w - self.bin_mean[self.bin_of(t)].log()).clamp(max=cap)
         return torch.where(broken, math.nan, log_w.exp()).float()
 
     def _update(self, log_w: Tensor, t: Tensor, cap: float = math.inf) -> None:
         b = self.bin_of(t)
         seen_mean = self.bin_mean[b].log()  # truncate against the scale each bin has so far
         omega = torch.where(self.bin_seen[b], log_w.clamp(max=seen_mean + cap), log_w).exp()
-        total = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, b, omega)
-        count = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, b, torch.ones_like(omega))
+        total = omega.new_zeros(self.bins).index_add_(0, b, omega)
+        count = omega.new_zeros(self.bins).index_add_(0, b, torch.ones_like(omega))
         hit = count > 0
-        mean = total[hit] / count[hit]
-        first = hit & ~self.bin_seen
-        self.bin_mean[hit] = torch.where(first[hit], mean, self.decay * self.bin_mean[hit] + (1 - self.decay) * mean)
-        self.bin_seen |= hit
+        # Masked with where, not boolean indexing: indexing by a mask would read its size back to the host.
+        mean = total / count.clamp_min(1)
+        ema = torch.where(self.bin_seen, self.decay * self.bin_mean + (1 - self.decay) * mean, mean)
+        self.bin_mean = torch.where(hit, ema, self.bin_mean)
+        self.bin_seen = self.bin_seen | hit
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"bin_mean": self.bin_mean.clone(), "bin_seen": self.bin_seen.clone()}
+        return {"bin_mean": self.bin_mean.cpu().clone(), "bin_seen": self.bin_seen.cpu().clone()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.bin_mean = state["bin_mean"].to(torch.float64).clone()
