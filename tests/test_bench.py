@@ -12,29 +12,7 @@ from bregzoo import BregzooError, list_divergences
 from bregzoo.bench import compare, expand, load_suite, parse_suite, run_suite, to_text, write_outputs
 from bregzoo.bench.leaderboard import build, ranked_divergences, to_markdown
 from bregzoo_cli.app import get_app
-
-# A tiny budget: the point is the pipeline, not the numbers (a cell takes a few seconds).
-TINY = """
-[suite]
-name = "tiny"
-[leaderboard]
-primary = "mmd2"
-higher_is_better = ["precision", "mode_recall", "modes_covered"]
-[config]
-"train.steps" = 2
-"train.batch_size" = 32
-"train.log_every" = 1
-"train.eval_every" = 1000
-"train.checkpoint_every" = 1000
-"eval.samples" = 64
-"eval.teacher_steps" = 4
-"eval.final_metrics" = ["mmd", "precision"]
-[[group]]
-name = "2d"
-tasks = ["gmm8", "gmm25"]
-divergences = ["reverse-kl", "lsif"]
-seeds = 1
-"""
+from conftest import TINY_SUITE as TINY
 
 
 def tiny_suite(tmp_path: Path) -> Path:

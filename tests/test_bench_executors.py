@@ -13,27 +13,11 @@ from bregzoo import BregzooError
 from bregzoo.bench import load_suite, run_suite
 from bregzoo.bench.executors import ExecutorSpec
 from bregzoo_cli.app import get_app
+from conftest import TINY_SUITE
 
-TINY = """
-[suite]
-name = "tiny"
-[leaderboard]
-primary = "mmd2"
-[config]
-"train.steps" = 2
-"train.batch_size" = 32
-"train.log_every" = 1
-"train.eval_every" = 1000
-"train.checkpoint_every" = 1000
-"eval.samples" = 64
-"eval.teacher_steps" = 4
-"eval.final_metrics" = ["mmd", "precision"]
-[[group]]
-name = "2d"
-tasks = ["gmm8"]
-divergences = ["reverse-kl", "lsif", "kl"]
-seeds = 1
-"""
+# conftest's tiny suite on one task, with a third divergence
+TINY = TINY_SUITE.replace('tasks = ["gmm8", "gmm25"]', 'tasks = ["gmm8"]').replace(
+    'divergences = ["reverse-kl", "lsif"]', 'divergences = ["reverse-kl", "lsif", "kl"]')
 
 
 def _records(out: Path) -> dict[str, dict]:

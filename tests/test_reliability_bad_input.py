@@ -24,20 +24,7 @@ from typer.testing import CliRunner
 
 from bregzoo import io
 from bregzoo_cli.app import get_app
-
-TINY = ["--backbone", "mlp:width=16,depth=1", "--batch-size", "16", "--no-check", "-q",
-        "--set", "train.checkpoint_every=2", "--set", "train.log_every=1000", "--set", "train.eval_every=1000",
-        "--set", "train.fake_updates=1", "--set", "eval.samples=32", "--set", "eval.teacher_steps=2",
-        "--set", 'eval.metrics=["mmd"]', "--set", 'eval.final_metrics=["mmd"]']
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """One tiny finished run (4 steps, checkpoints at 2 and 4), copied into the cases that need it."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    result = CliRunner().invoke(get_app(), ["train", "--out", str(out), "--steps", "4", *TINY])
-    assert result.exit_code == 0, result.output
-    return out
+from conftest import TINY_TRAIN
 
 
 ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(range(128, 256))  # a compiled program's header: not UTF-8
@@ -164,7 +151,7 @@ def _refused(folder: Path, argv: list[str], words: list[str]) -> str:
     """Run argv in ``folder``; assert exit 2, one 'error:' line with every word, and nothing touched."""
     before, dirs = _snapshot(folder), _dirs(folder)
     if argv[0] == "train" and "--resume" not in argv:  # the case's own options come last and win
-        argv = ["train", "--steps", "2", *TINY, *argv[1:]]
+        argv = ["train", "--steps", "2", *TINY_TRAIN, *argv[1:]]
     result = CliRunner().invoke(get_app(), argv)
 
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)

@@ -22,21 +22,9 @@ from bregzoo.config import RunConfig
 from bregzoo.train import rundir
 from bregzoo.train.runlock import RunLock
 from bregzoo_cli.app import get_app
+from conftest import TINY_TRAIN
 
 BREGZOO = str(Path(sys.executable).with_name("bregzoo"))
-TINY = ["--backbone", "mlp:width=16,depth=1", "--batch-size", "16", "--no-check", "-q",
-        "--set", "train.checkpoint_every=2", "--set", "train.log_every=1000", "--set", "train.eval_every=1000",
-        "--set", "train.fake_updates=1", "--set", "eval.samples=32", "--set", "eval.teacher_steps=2",
-        "--set", 'eval.metrics=["mmd"]', "--set", 'eval.final_metrics=["mmd"]']
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """One tiny finished run (4 steps, checkpoints at 2 and 4), copied into the tests that change it."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    result = CliRunner().invoke(get_app(), ["train", "--out", str(out), "--steps", "4", *TINY])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def _one_error_line(result) -> str:
@@ -66,7 +54,7 @@ def test_two_trainings_on_one_directory_one_runs_and_the_other_is_refused_then_a
     out = tmp_path / "run"
     # Far more steps than the test waits for: the winner is still training when the loser is refused.
     procs = {seed: subprocess.Popen([BREGZOO, "train", "--out", str(out), "--steps", "100000", "--seed", str(seed),
-                                     *TINY], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     *TINY_TRAIN], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for seed in (1, 2)}
     try:
         deadline = time.monotonic() + 120
@@ -103,7 +91,7 @@ def test_two_trainings_on_one_directory_one_runs_and_the_other_is_refused_then_a
 
 
 @pytest.mark.parametrize("argv", [["--resume", "run", "--steps", "6", "--no-check"],
-                                  ["--out", "run", "--overwrite", "--steps", "2", *TINY]], ids=["resume", "overwrite"])
+                                  ["--out", "run", "--overwrite", "--steps", "2", *TINY_TRAIN]], ids=["resume", "overwrite"])
 def test_a_directory_held_by_a_live_training_is_refused_in_one_line_and_left_as_it_was(tmp_path, monkeypatch,
                                                                                      finished_run, argv):
     shutil.copytree(finished_run, tmp_path / "run")
@@ -212,7 +200,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_previous_chec
 
     monkeypatch.setattr(target, full_disk)
     monkeypatch.chdir(tmp_path)
-    line = _one_error_line(CliRunner().invoke(get_app(), ["train", "--out", "run", "--steps", "4", *TINY]))
+    line = _one_error_line(CliRunner().invoke(get_app(), ["train", "--out", "run", "--steps", "4", *TINY_TRAIN]))
     for word in ["step 4", "step-0000004", "No space left on device", "step-0000002", "--resume run"]:
         assert word in line, line
     ckpts = tmp_path / "run" / "checkpoints"
