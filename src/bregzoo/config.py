@@ -294,6 +294,21 @@ class RunConfig:
 
 # -- dict <-> dataclass ---------------------------------------------------------------------------
 
+def dotted(d: dict[str, Any], sep: str = ".", prefix: str = "") -> dict[str, Any]:
+    """A nested dict (a config's ``to_dict()``) as one level of joined keys.
+
+    >>> dotted({"train": {"steps": 2}, "task": "gmm8"})
+    {'train.steps': 2, 'task': 'gmm8'}
+    """
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(dotted(v, sep, f"{prefix}{k}{sep}"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _field_names(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 

@@ -23,7 +23,7 @@ from einops import rearrange, reduce
 from torch import Tensor
 
 from bregzoo import io
-from bregzoo.config import RunConfig
+from bregzoo.config import RunConfig, dotted
 from bregzoo.networks import FeatureRatioHead, FeatureTap, diffuse
 from bregzoo.teacher import per_sample, sample_ode, sampling_schedule
 from bregzoo.train import rundir
@@ -481,16 +481,6 @@ def _cpu_only_multiprocess() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
-
-
 def _first_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: " + ((str(exc).strip().splitlines() or [""])[0][:200])
     return f"{text} [{exc.strerror}]" if isinstance(exc, OSError) and exc.strerror and exc.strerror not in text else text
@@ -584,7 +574,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, chec
             if acc.is_main_process:
                 run.truncate_metrics(distiller.step)
             acc.print(f"resumed from {ckpt} at step {distiller.step}")
-        acc.init_trackers("tb", config=_flat(cfg.to_dict()))
+        acc.init_trackers("tb", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                         for k, v in dotted(cfg.to_dict(), "/").items()})
 
         # -- the teacher's sampler: the baseline every student number is compared with
         teacher_x, teacher_m = None, {}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bregzoo import io
+from bregzoo.config import dotted
 from bregzoo.errors import BregzooError
 from bregzoo.train.runlock import NAME as LOCK_NAME
 from bregzoo.train.runlock import RunLock
@@ -195,19 +196,9 @@ def existing(path: str | Path) -> RunDir:
 
 # -- the config a checkpoint was trained with -------------------------------------------------------
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def identity(cfg: "RunConfig") -> dict[str, Any]:
     """The config as dotted keys, less the keys a resume may change (``BOOKKEEPING``)."""
-    return {k: v for k, v in _flat(cfg.to_dict()).items() if k not in BOOKKEEPING}
+    return {k: v for k, v in dotted(cfg.to_dict()).items() if k not in BOOKKEEPING}
 
 
 def identity_metadata(cfg: "RunConfig") -> dict[str, str]:
@@ -275,6 +266,6 @@ def with_legacy_defaults(root: Path, cfg: "RunConfig") -> "RunConfig":
         stored = json.loads(io.read_metadata(ckpt / "train_state.safetensors").get("config_identity", "{}"))
     except (BregzooError, ValueError):
         stored = {}
-    now, default = _flat(cfg.to_dict()), _flat(RunConfig().to_dict())
+    now, default = dotted(cfg.to_dict()), dotted(RunConfig().to_dict())
     old = {k: v for k, v in LEGACY.items() if not (isinstance(stored, dict) and k in stored) and now[k] == default[k]}
     return cfg.replace(**old) if old else cfg
