@@ -152,6 +152,15 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def timed(f, device: str, clock=time.perf_counter) -> float:
+    """Seconds of one call of ``f`` on ``clock``, with the device synchronised on both sides."""
+    sync(device)
+    start = clock()
+    f()
+    sync(device)
+    return clock() - start
+
+
 def race(steppers: dict, steps: int, rounds: int, device: str, cpu: dict | None = None) -> dict[str, float]:
     """Median seconds per step of each stepper over ``steps * rounds`` steps each, interleaved step by step
     (one step of each in turn, the order rotating) so that load drifts hit all alike.
@@ -226,13 +235,7 @@ def shared_breakdown(device: str, image: bool = False, reps: int = 60) -> dict[s
     for name, f in jobs.items():
         for _ in range(2 if image else 5):
             f()
-        ts = []
-        for _ in range(reps):
-            sync(device)
-            c = time.process_time()
-            f()
-            sync(device)
-            ts.append(time.process_time() - c)
+        ts = [timed(f, device, time.process_time) for _ in range(reps)]
         fake.zero_grad(set_to_none=True)
         out[name] = 1e3 * statistics.median(ts)
     return out
@@ -253,13 +256,7 @@ def sampling(device: str, n: int = 4096, rounds: int = 5) -> dict[str, float]:
     best = {}
     for name, f in jobs.items():
         f()
-        ts = []
-        for _ in range(rounds):
-            sync(device)
-            t = time.perf_counter()
-            f()
-            sync(device)
-            ts.append(time.perf_counter() - t)
+        ts = [timed(f, device) for _ in range(rounds)]
         best[name] = n / statistics.median(ts)
     return best
 
