@@ -138,7 +138,7 @@ def main() -> None:
     torch.set_num_threads(1)
     evals = sorted({args.steps // 6, args.steps // 3, args.steps * 2 // 3, args.steps})
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = [f"# Shared-trunk vs separate ratio estimator: mean |log r error| on gmm8 vs a perturbed gmm8",
+    lines = ["# Shared-trunk vs separate ratio estimator: mean |log r error| on gmm8 vs a perturbed gmm8",
              f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, git {rev}",
              f"# command: python benchmarks/shared_estimator.py --steps {args.steps} --seeds "
              f"{' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)}", ""]
