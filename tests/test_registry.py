@@ -191,3 +191,34 @@ def test_unknown_kind_is_a_clear_error():
 
     with pytest.raises(BregzooError, match="unknown component kind 'divergences'.*divergence"):
         list_components("divergences")
+
+
+def test_a_factory_named_by_string_is_imported_on_first_use_and_checked_like_a_callable(tmp_path, monkeypatch):
+    (tmp_path / "acme_heavy.py").write_text(
+        "BUILT = []\n\ndef make(width: int = 2):\n    BUILT.append(width)\n    return list(range(width))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sys
+
+    reg = Registry("backbone")
+    reg.add(Spec("heavy", "acme_heavy:make", provider=Provider("acme.heavy", "acme", "1")))
+    assert "acme_heavy" not in sys.modules  # registering imported nothing
+    with pytest.raises(BregzooError, match=r"width must be int, got 'abc'"):
+        reg.check("heavy:width=abc")  # the target's signature, with its annotations, is used
+    with pytest.raises(BregzooError, match=r"has no parameter 'depth'; it accepts: width"):
+        reg.check("heavy:depth=3")
+    assert reg.create("heavy:width=3") == [0, 1, 2]
+    assert sys.modules["acme_heavy"].BUILT == [3]
+
+
+@pytest.mark.parametrize("target, why", [("acme_nowhere:make", "ModuleNotFoundError"),
+                                         ("bregzoo.registry:nope", "AttributeError")])
+def test_a_factory_name_that_does_not_import_is_a_plugin_error(target, why):
+    reg = Registry("backbone")
+    reg.add(Spec("gone", target, provider=Provider("acme.gone", "acme", "1")))
+    with pytest.raises(PluginError, match=rf"cannot import the factory '{target}': {why}"):
+        reg.create("gone")
+
+
+def test_a_malformed_factory_name_is_refused_at_registration():
+    with pytest.raises(PluginError, match="'package.module:attr'"):
+        Spec("bad", "acme_heavy.make")

@@ -107,8 +107,8 @@ _PLUGIN_COMMANDS = {"added": False}
 def _builtin_help(argv: list[str]) -> bool:
     """Whether ``argv`` asks only for a built-in command's help (``bregzoo train --help``).
 
-    That help does not depend on the commands that plugins add, so the plugins (and torch, which
-    their modules import: about 1.7 s of a 2.7 s start) are not loaded for it.
+    That help does not depend on the commands that plugins add, so the plugins are not loaded for it
+    (the built-in ones register without torch, but a third-party one may import it).
     """
     return len(argv) >= 2 and argv[0] in _BUILTIN and "--help" in argv[1:]
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bregzoo import BregzooError, Spec, hookimpl
+from bregzoo import BregzooError
 from bregzoo.schedules import Schedule
 from bregzoo.teacher import Teacher, per_sample
 from bregzoo_zoo.ddpm_unet import DDPM_CIFAR10_CONFIG, DDPMUNet
@@ -296,16 +296,3 @@ def ddpm(dataset: Any, schedule: Schedule, path: str | None = None, time_mapping
 def param_count(module: nn.Module) -> int:
     """Number of parameters (35,746,307 for the DDPM CIFAR-10 UNet)."""
     return sum(p.numel() for p in module.parameters())
-
-
-@hookimpl
-def register_backbones() -> list[Spec]:
-    """The DDPM CIFAR-10 UNet."""
-    return [Spec("ddpm-cifar", ddpm_cifar, "the DDPM CIFAR-10 UNet (35.7M params), optionally loaded from a diffusers folder")]
-
-
-@hookimpl
-def register_teachers() -> list[Spec]:
-    """Diffusers-format DDPM checkpoints."""
-    return [Spec("ddpm", ddpm, "a local diffusers DDPM checkpoint folder (eps-prediction, 1000 steps) as a denoiser")]
-

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+import lazy_loader
 
-from bregzoo import Divergence, hookimpl
+from bregzoo import Divergence
 from bregzoo.divergence import require
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_loader.load("torch")  # on first use: `bregzoo divergences` reads only the formulas
 
 LOG2 = math.log(2.0)
 
@@ -123,7 +127,7 @@ class BinaryKL(Divergence):
         return 1 / (r * (1 + r))
 
     def log_weight(self, ell: Tensor) -> Tensor:
-        return -F.softplus(ell)
+        return -torch.nn.functional.softplus(ell)
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ class JensenShannon(Divergence):
         return 0.5 / (r * (1 + r))
 
     def log_weight(self, ell: Tensor) -> Tensor:
-        return -F.softplus(ell) - LOG2
+        return -torch.nn.functional.softplus(ell) - LOG2
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,7 @@ class Jeffreys(Divergence):
         return 1 / r + r.reciprocal().square()
 
     def log_weight(self, ell: Tensor) -> Tensor:
-        return F.softplus(-ell)
+        return torch.nn.functional.softplus(-ell)
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,7 @@ class SoftenedReverseKL(Divergence):
         return 1 / (1 + r)
 
     def log_weight(self, ell: Tensor) -> Tensor:
-        return -F.softplus(-ell)
+        return -torch.nn.functional.softplus(-ell)
 
 
 @dataclass(frozen=True)
@@ -275,9 +279,3 @@ BUILTIN = [
     ReverseKL, UnnormalisedKL, ForwardKL, LSIF, Squared, BinaryKL, JensenShannon,
     Hellinger, Jeffreys, SoftenedReverseKL, Neyman, Power,
 ]
-
-
-@hookimpl
-def register_divergences() -> list[type[Divergence]]:
-    """The built-in divergences."""
-    return list(BUILTIN)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bregzoo import BregzooError, Spec, hookimpl, io
+from bregzoo import BregzooError, io
 from bregzoo.registry import parse_spec
 from bregzoo.schedules import Schedule, make_schedule
 from bregzoo.teacher import Teacher, per_sample
@@ -223,23 +223,3 @@ def _check_shape(data_shape: tuple[int, ...], own: tuple[int, ...] | None, level
         raise BregzooError(f"edm: the converted network makes {own} images but the task has {tuple(data_shape)}")
     if data_shape[1] % 2 ** (levels - 1):
         raise BregzooError(f"edm: image size {data_shape[1]} must be divisible by {2 ** (levels - 1)} for {levels} levels")
-
-
-@hookimpl
-def register_backbones() -> list[Spec]:
-    """EDM's SongUNet (DDPM++ / NCSN++)."""
-    return [Spec("edm", edm_backbone, "EDM's DDPM++/NCSN++ SongUNet (55.7M params), or a converted EDM network (path=DIR)")]
-
-
-@hookimpl
-def register_teachers() -> list[Spec]:
-    """Converted NVlabs/edm networks."""
-    return [Spec("edm", edm_teacher, "an NVlabs/edm network converted by 'bregzoo convert edm-pkl' (edm:path=DIR)")]
-
-
-@hookimpl
-def register_commands(app: Any) -> None:
-    """Add ``bregzoo convert edm-pkl``."""
-    from bregzoo_zoo import edm_convert_cmd
-
-    edm_convert_cmd.add_to(app)

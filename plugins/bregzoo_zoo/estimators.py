@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bregzoo import BregmanRatioEstimator, Spec, create_divergence, hookimpl
+from bregzoo import BregmanRatioEstimator, create_divergence
 
 
 def classifier() -> BregmanRatioEstimator:
@@ -23,9 +23,3 @@ def kliep() -> BregmanRatioEstimator:
 def bregman(h: str = "bkl") -> BregmanRatioEstimator:
     """BR_h matching with any registered divergence as h, e.g. 'bregman:h=hellinger'."""
     return BregmanRatioEstimator(create_divergence(h), name="bregman")
-
-
-@hookimpl
-def register_ratio_estimators() -> list[Spec]:
-    """The built-in ratio estimators."""
-    return [Spec(f.__name__, f, (f.__doc__ or "").strip()) for f in (classifier, lsif, kliep, bregman)]

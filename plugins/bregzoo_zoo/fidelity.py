@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bregzoo import BregzooError, Spec, hookimpl
+from bregzoo import BregzooError
 
 DIGITS_EXTRACTOR = "digits-cnn"
 INCEPTION = "inception-v3-compat"
@@ -277,13 +277,3 @@ def kid(feature_extractor: str = "auto", reference: int | None = None, inception
 def prc(feature_extractor: str = "auto", reference: int | None = None, inception_weights: str | None = None, neighborhood: int = 3, batch_size: int = 64, seed: int = 0) -> FidelityMetric:
     """Improved precision and recall (k-NN manifolds in feature space, Kynkaanniemi et al. 2019)."""
     return FidelityMetric("prc", feature_extractor=feature_extractor, reference=reference, inception_weights_path=_existing(inception_weights), prc_neighborhood=neighborhood, batch_size=batch_size, seed=seed)
-
-
-@hookimpl
-def register_metrics() -> list[Spec]:
-    """FID, KID and precision/recall through torch-fidelity."""
-    return [
-        Spec("fid", fid, "Frechet distance in digits-cnn or InceptionV3 features (torch-fidelity)"),
-        Spec("kid", kid, "kernel distance in digits-cnn or InceptionV3 features (torch-fidelity)"),
-        Spec("prc", prc, "precision/recall in digits-cnn or InceptionV3 features (torch-fidelity)"),
-    ]

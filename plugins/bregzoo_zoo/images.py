@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bregzoo import BregzooError, Spec, hookimpl
+from bregzoo import BregzooError
 
 DIGITS_TEST_SIZE = 360  # of 1,797; the split is a fixed permutation (numpy RandomState(0), frozen across versions)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -148,13 +148,3 @@ class ImageFolder(Dataset):
 def image_folder(root: str, size: int = 32, channels: int = 3) -> ImageFolder:
     """Any folder of PNG/JPEG images, resized and center-cropped to size x size, 1 or 3 channels."""
     return ImageFolder(root, size, channels)
-
-
-@hookimpl
-def register_datasets() -> list[Spec]:
-    """The image datasets."""
-    return [
-        Spec("digits", digits, "scikit-learn's 8x8 handwritten digits, fixed train/test split (shipped, no download)"),
-        Spec("cifar10", cifar10, "CIFAR-10 32x32 from a local folder (official binary format)"),
-        Spec("image-folder", image_folder, "any folder of PNG/JPEG images, resized and center-cropped"),
-    ]

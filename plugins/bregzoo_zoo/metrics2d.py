@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from bregzoo import BregzooError, Spec, hookimpl
+from bregzoo import BregzooError
 
 REFERENCE_SEED = 12345  # distinct from the usual seed 0, so a training sample is never the reference
 
@@ -280,16 +280,3 @@ class NLL:
         x = _points(samples, dataset)
         device = dataset.means.device  # the task may have been moved along with the model
         return {"nll": float(-dataset.log_prob(x.to(device)).double().mean())}
-
-
-@hookimpl
-def register_metrics() -> list[Spec]:
-    """The Gaussian-mixture sample-quality metrics."""
-    return [
-        Spec("mmd", MMD, "unbiased MMD² to a fixed-seed reference sample, RBF kernels at fixed bandwidths"),
-        Spec("w2", W2, "exact 2-Wasserstein distance to a fixed-seed reference sample (≤ 2,000 points)"),
-        Spec("sliced-w2", SlicedW2, "sliced 2-Wasserstein distance to a fixed-seed reference sample, any dimension"),
-        Spec("mode-recall", ModeRecall, "fraction of mixture modes that receive their share of samples"),
-        Spec("precision", Precision, "fraction of samples within 3 std (2-D; same mass in d dims) of a mode"),
-        Spec("nll", NLL, "mean negative log-likelihood under the true mixture"),
-    ]

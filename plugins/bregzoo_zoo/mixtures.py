@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bregzoo import BregzooError, Spec, hookimpl
+from bregzoo import BregzooError
 from bregzoo.schedules import Schedule
 from bregzoo.teacher import Teacher
 
@@ -136,21 +136,3 @@ def analytic_gmm(dataset: Mixture, schedule: Schedule) -> MixtureTeacher:
     if not isinstance(dataset, Mixture):
         raise TypeError("the analytic-gmm teacher needs a Gaussian-mixture task such as gmm8")
     return MixtureTeacher(dataset, schedule)
-
-
-@hookimpl
-def register_datasets() -> list[Spec]:
-    """The Gaussian-mixture tasks: 2-D ones, and one in any dimension."""
-    return [
-        Spec("gmm8", gmm8, gmm8.__doc__),
-        Spec("gmm25", gmm25, gmm25.__doc__),
-        Spec("gmm-unbalanced", gmm_unbalanced, gmm_unbalanced.__doc__),
-        Spec("gmm-rare", gmm_rare, gmm_rare.__doc__.splitlines()[0]),
-        Spec("gmm-hd", gmm_hd, gmm_hd.__doc__.splitlines()[0]),
-    ]
-
-
-@hookimpl
-def register_teachers() -> list[Spec]:
-    """The exact mixture teacher."""
-    return [Spec("analytic-gmm", analytic_gmm, "exact denoiser of a diffused Gaussian mixture")]

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bregzoo import BregzooError, Spec, hookimpl
+from bregzoo import BregzooError
 
 
 def fourier_features(c: Tensor, dim: int) -> Tensor:
@@ -73,9 +73,3 @@ def mlp(data_shape: tuple[int, ...], scalar_output: bool = False, width: int = 1
     if fourier < 0 or fourier_scale <= 0:
         raise BregzooError(f"mlp: fourier must be >= 0 and fourier_scale > 0, got {fourier}, {fourier_scale}")
     return MLP(data_shape[0], width, depth, scalar_output, fourier, fourier_scale)
-
-
-@hookimpl
-def register_backbones() -> list[Spec]:
-    """The MLP backbone."""
-    return [Spec("mlp", mlp, "time-conditioned residual MLP for low-dimensional data")]

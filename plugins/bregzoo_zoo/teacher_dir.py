@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bregzoo import BregzooError, Spec, hookimpl
+from bregzoo import BregzooError
 from bregzoo.schedules import Schedule
 
 
@@ -24,9 +24,3 @@ def bregzoo_teacher(dataset: Any, schedule: Schedule | None = None, path: str | 
             f"but the task has {tuple(want)}; use --task {teacher.config['dataset']}"
         )
     return teacher
-
-
-@hookimpl
-def register_teachers() -> list[Spec]:
-    """Teachers trained by ``bregzoo teach``."""
-    return [Spec("bregzoo", bregzoo_teacher, "a teacher directory written by 'bregzoo teach' (bregzoo:path=DIR)")]

@@ -16,7 +16,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from bregzoo import BregzooError, Spec, hookimpl
+from bregzoo import BregzooError
 
 
 class TimmTrunk(nn.Module):
@@ -97,9 +97,3 @@ def timm_trunk(
     except Exception as exc:  # e.g. an input too small for the model's strides, or a mismatched checkpoint
         raise BregzooError(f"timm could not build {model!r} for {tuple(data_shape)} images: {type(exc).__name__}: {exc}") from None
     return TimmTrunk(net)
-
-
-@hookimpl
-def register_backbones() -> list[Spec]:
-    """timm models as time-conditioned scalar trunks."""
-    return [Spec("timm", timm_trunk, "any timm model (timm:model=resnet18) as a time-conditioned ratio-estimator trunk")]

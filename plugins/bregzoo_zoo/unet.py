@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from bregzoo import BregzooError, Spec, hookimpl
+from bregzoo import BregzooError
 from bregzoo_zoo.mlp import fourier_features
 
 
@@ -192,9 +192,3 @@ def unet(
     if not 0 <= dropout < 1:
         raise BregzooError(f"unet: dropout must be in [0, 1), got {dropout}")
     return UNet(tuple(data_shape), channels, mults_t, blocks, attn_t, float(dropout), scalar_output)
-
-
-@hookimpl
-def register_backbones() -> list[Spec]:
-    """The image UNet (denoiser/generator) and its encoder-only scalar head (ratio estimator)."""
-    return [Spec("unet", unet, "compact time-conditioned UNet for 8x8..32x32 images; scalar_output gives a conv estimator")]

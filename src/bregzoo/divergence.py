@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-import torch
-from torch import Tensor
+import lazy_loader
 
 from bregzoo.errors import BregzooError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# Imported on first use: listing the zoo (`bregzoo divergences`, `bregzoo plugins`) reads only the classes'
+# names and formulas, and torch's import is most of a command's start-up time.
+torch = lazy_loader.load("torch")
 
 
 def _derivative(fn: Callable[[Tensor], Tensor], r: Tensor, order: int) -> Tensor:

@@ -12,6 +12,7 @@ import inspect
 import os
 import re
 import sys
+import types
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -74,11 +75,26 @@ def _as_spec(item: Any) -> Spec:
     raise PluginError(f"a register_* hook returned {item!r}; expected a Spec or a class with a 'name'")
 
 
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, except that a plugin's module attributes are not inspected for hooks.
+
+    A hook is never a module, and reading any attribute of a lazily imported module (``torch =
+    lazy_loader.load("torch")`` in a plugin module) imports it: pluggy's check of each name would
+    import torch for every plugin that defers it.
+    """
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        # isinstance settles on the object's type (a ModuleType subclass) and reads nothing from it.
+        if isinstance(inspect.getattr_static(plugin, name, None), types.ModuleType):
+            return None
+        return super().parse_hookimpl_opts(plugin, name)
+
+
 class PluginHost:
     """A pluggy manager plus one registry per component kind."""
 
     def __init__(self) -> None:
-        self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.pm = _Manager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.registries = {kind: Registry(kind) for kind in KINDS}
         self.infos: dict[str, PluginInfo] = {}

@@ -10,6 +10,7 @@ import ast
 import difflib
 import fnmatch
 import inspect
+import pkgutil
 import re
 import types
 import typing
@@ -33,14 +34,60 @@ class Provider:
         return f"{self.dist} {self.version} (plugin {self.plugin!r})"
 
 
+class LazyFactory:
+    """A factory named by ``'package.module:attr'``, imported on its first use.
+
+    Registering a plugin then imports nothing heavy: ``bregzoo --help``, ``plugins`` and ``divergences``
+    list the zoo without importing torch or a network's module. ``inspect.signature`` sees the target's
+    signature, so parameters are checked as for a plain callable.
+    """
+
+    def __init__(self, target: str) -> None:
+        module, _, attr = target.partition(":")
+        if not module or not attr:
+            raise PluginError(f"a lazy factory is named 'package.module:attr', got {target!r}")
+        self.target = target
+        self._resolved: Callable[..., Any] | None = None
+
+    def resolve(self) -> Callable[..., Any]:
+        """The named callable (imported once)."""
+        if self._resolved is None:
+            try:
+                self._resolved = pkgutil.resolve_name(self.target)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise PluginError(f"cannot import the factory {self.target!r}: {type(exc).__name__}: {exc}") from exc
+        return self._resolved
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        target = self.resolve()
+        try:  # resolved annotations, so that _check_types can read 'int' in a module with postponed annotations
+            return inspect.signature(target, eval_str=True)
+        except Exception:
+            return inspect.signature(target)
+
+    def __repr__(self) -> str:
+        return f"LazyFactory({self.target!r})"
+
+
 @dataclass(frozen=True)
 class Spec:
-    """A named factory that a plugin registers. ``factory(**params)`` builds the component."""
+    """A named factory that a plugin registers. ``factory(**params)`` builds the component.
+
+    ``factory`` may be a callable or the name of one, ``'package.module:attr'``, imported on first use.
+    """
 
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[..., Any] | str
     summary: str = ""
     provider: Provider | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.factory, str):
+            object.__setattr__(self, "factory", LazyFactory(self.factory))
 
 
 def validate_name(name: object) -> str:

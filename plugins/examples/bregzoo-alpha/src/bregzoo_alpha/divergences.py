@@ -26,12 +26,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+import lazy_loader
 
 from bregzoo import Divergence, hookimpl
 from bregzoo.divergence import require
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch on first use: `bregzoo plugins` and `bregzoo divergences` load this module only to list it.
+torch = lazy_loader.load("torch")
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
+import lazy_loader
 
 from bregzoo import RatioEstimator, Spec, hookimpl
 from bregzoo.divergence import require
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch on first use: `bregzoo plugins` and `bregzoo divergences` load this module only to list it.
+torch = lazy_loader.load("torch")
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,16 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
+import lazy_loader
 
 from bregzoo import BregzooError, create_divergence, hookimpl, list_divergences
 
-# log r grid on which two weights count as "the same up to a constant factor".
-_ELL = torch.linspace(-6.0, 6.0, 121, dtype=torch.float64)
+torch = lazy_loader.load("torch")  # on first use: registering the command must not wait for it
+
+
+def _ell_grid():  # no annotation: this module's annotations are evaluated (see above), which would import torch
+    """The log r grid on which two weights count as "the same up to a constant factor"."""
+    return torch.linspace(-6.0, 6.0, 121, dtype=torch.float64)
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -34,13 +38,14 @@ def same_weight_as(alpha: float, tol: float = 1e-9) -> list[tuple[str, float]]:
     A constant factor c only rescales the generator's gradient, so these train identically up to the
     learning rate. Compared numerically, on log omega over log r in [-6, 6].
     """
-    mine = create_divergence("alpha", alpha=alpha).log_weight(_ELL)
+    ell = _ell_grid()
+    mine = create_divergence("alpha", alpha=alpha).log_weight(ell)
     found = []
     for name in list_divergences():
         if name == "alpha":
             continue
         try:
-            diff = create_divergence(name).log_weight(_ELL) - mine
+            diff = create_divergence(name).log_weight(ell) - mine
         except BregzooError:  # a divergence without defaults for its parameters: nothing to compare
             continue
         if torch.isfinite(diff).all() and float(diff.max() - diff.min()) < tol:
@@ -136,9 +141,10 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ell = _ell_grid()
     for row in rows:
         div = create_divergence("alpha", alpha=row["alpha"])
-        ax.plot(_ELL, div.log_weight(_ELL).exp(), label=f"alpha={row['alpha']:g}")
+        ax.plot(ell, div.log_weight(ell).exp(), label=f"alpha={row['alpha']:g}")
     ax.set(xlabel="log r = log(q/p)", ylabel="omega(r)", yscale="log", title="Amari alpha-divergence weights")
     ax.legend(fontsize=8)
     fig.tight_layout()
