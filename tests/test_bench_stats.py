@@ -116,3 +116,17 @@ def test_leaderboard_marks_only_significant_differences_and_shows_the_floor():
     md = to_markdown(board)
     assert "*exact samples (noise floor)*" in md and "## Summary across tasks" in md
     assert "**worse** (×2" in md and "**better** (×0.4" in md and "n.s. (" in md
+
+
+def test_the_summary_orders_by_position_so_a_panel_task_counts_like_a_whole_zoo_task():
+    """Ranked on two tasks of different sizes, #2 of 2 is last and #2 of 4 is a third of the way down."""
+    from bregzoo.bench.leaderboard import summary
+
+    def task(order):
+        return {"rows": [{"name": n, "rank": i + 1, "vs_baseline": None} for i, n in enumerate(order)]}
+
+    tasks = {"zoo": task(["a", "b", "c", "reverse-kl"]), "panel": task(["reverse-kl", "c"])}
+    rows = summary(tasks)["rows"]
+    assert rows["c"]["mean_rank"] == 2.5 and rows["c"]["mean_position"] == pytest.approx((2 / 3 + 1) / 2)
+    assert rows["reverse-kl"]["mean_position"] == pytest.approx(0.5)  # last of 4, first of 2
+    assert list(rows) == ["a", "b", "reverse-kl", "c"]  # by raw mean rank c (2.5) would come before reverse-kl (2.5, tie by name)

@@ -157,10 +157,14 @@ def summary(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
             elif v and v["verdict"] == "no significant difference":
                 entry["same"] += 1
     for entry in rows.values():  # over the tasks where the row is ranked; failed on any task: listed after the rest
-        ranks = [x["rank"] for x in entry["tasks"].values() if x["rank"] is not None]
-        entry["mean_rank"] = statistics.fmean(ranks) if ranks else None
+        ranked = [x for x in entry["tasks"].values() if x["rank"] is not None]
+        entry["mean_rank"] = statistics.fmean(x["rank"] for x in ranked) if ranked else None
+        # Tasks may rank different sets (the whole zoo on one, a panel of five on another): #3 of 5 is further
+        # down than #3 of 13, so rows are ordered by the mean position, 0 = first and 1 = last on each task.
+        entry["mean_position"] = (statistics.fmean((x["rank"] - 1) / max(x["of"] - 1, 1) for x in ranked)
+                                  if ranked else None)
         entry["failed_tasks"] = sum(x["rank"] is None for x in entry["tasks"].values())
-    key = lambda kv: (kv[1]["failed_tasks"], kv[1]["mean_rank"] is None, kv[1]["mean_rank"] or 0.0, kv[0])  # noqa: E731
+    key = lambda kv: (kv[1]["failed_tasks"], kv[1]["mean_position"] is None, kv[1]["mean_position"] or 0.0, kv[0])  # noqa: E731
     return {"tasks": list(tasks), "rows": dict(sorted(rows.items(), key=key))}
 
 
@@ -281,7 +285,7 @@ def _summary_lines(board: dict[str, Any]) -> list[str]:
              f"Rank on each task, and the paired test against `{BASELINE}` on the same seeds (Holm-corrected "
              "within the task; ×r is the geometric mean ratio of the primary metric). \"n.s.\" means no "
              "significant difference at 5%.", ""]
-    head = ["divergence", *summ["tasks"], "better / n.s. / worse", "mean rank"]
+    head = ["divergence", *summ["tasks"], "better / n.s. / worse", "mean position (0 first, 1 last)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, e in summ["rows"].items():
         cells = []
@@ -293,7 +297,7 @@ def _summary_lines(board: dict[str, Any]) -> list[str]:
             ratio = f" ×{x['ratio']:.2g}" if x.get("ratio") is not None else ""
             where = "failed" if x["rank"] is None else f"#{x['rank']}/{x['of']}"
             cells.append(f"{where} {mark.get(x['verdict'], x['verdict'])}{ratio}")
-        mean_rank = "—" if e["mean_rank"] is None else f"{e['mean_rank']:.1f}"
+        mean_rank = "—" if e.get("mean_position") is None else f"{e['mean_position']:.2f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {e['better']} / {e['same']} / {e['worse']} | "
                      f"{mean_rank}{' (failed on ' + str(e['failed_tasks']) + ')' if e.get('failed_tasks') else ''} |")
     return lines + [""]
