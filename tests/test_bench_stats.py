@@ -130,3 +130,22 @@ def test_the_summary_orders_by_position_so_a_panel_task_counts_like_a_whole_zoo_
     assert rows["c"]["mean_rank"] == 2.5 and rows["c"]["mean_position"] == pytest.approx((2 / 3 + 1) / 2)
     assert rows["reverse-kl"]["mean_position"] == pytest.approx(0.5)  # last of 4, first of 2
     assert list(rows) == ["a", "b", "reverse-kl", "c"]  # by raw mean rank c (2.5) would come before reverse-kl (2.5, tie by name)
+
+
+def test_the_leaderboard_plot_draws_the_teacher_and_the_noise_floor():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bregzoo.bench.plots import _bars
+
+    row = {"name": "reverse-kl", "divergence": "reverse-kl", "metrics": {"mmd2_b": {"mean": 2e-3, "std": 1e-4}}}
+    task = {"primary": "mmd2_b", "higher_is_better": False, "rows": [row],
+            "teacher": {"steps": 40, "metrics": {"mmd2_b": {"mean": 1e-3}}},
+            "floor": {"metrics": {"mmd2_b": {"mean": 7e-4}}}}
+    fig, ax = plt.subplots()
+    _bars(ax, "gmm8", task)
+    lines = {ln.get_label(): ln.get_xdata()[0] for ln in ax.get_lines()}
+    plt.close(fig)
+    assert lines == {"teacher (40 steps)": 1e-3, "exact samples (noise floor)": 7e-4}

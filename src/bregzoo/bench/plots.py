@@ -25,6 +25,10 @@ def _bars(ax: Any, task: str, t: dict[str, Any]) -> None:
     teacher = t["teacher"]["metrics"].get(p, {}).get("mean")
     if teacher is not None:
         ax.axvline(teacher, color="k", ls="--", lw=1, label=f"teacher ({t['teacher']['steps']} steps)")
+    floor = ((t.get("floor") or {}).get("metrics") or {}).get(p, {}).get("mean")
+    if floor is not None:  # two independent sets of exact samples: no student can read better than this
+        ax.axvline(floor, color="tab:green", ls=":", lw=1.2, label="exact samples (noise floor)")
+    if teacher is not None or floor is not None:
         ax.legend(fontsize=7, loc="lower right")
     if means and min(means) > 0 and max(means) / min(means) > 50:
         ax.set_xscale("log")
