@@ -37,7 +37,7 @@ def main(results: Path) -> None:
     tables = (results / "leaderboard.md").read_text(encoding="utf-8").split("\n", 1)[1]
     rel = Path("..") / results
     out = ["# Leaderboard", "",
-           "Every registered divergence distilled from the same teacher with the same budget and seeds, by "
+           "Each divergence of the suite distilled from the same teacher with the same budget and seeds, by "
            f"`bregzoo bench --suite {board['suite']}`. Numbers are mean ± std over seeds; Δ is the relative change of "
            f"the task's primary metric vs `{BASELINE}` (the DMD / Diff-Instruct baseline), negative = lower = better "
            "for mmd2. The teacher row is the 40-step Heun sampler the students are distilled from."
