@@ -7,11 +7,16 @@ values; the caller reduces them.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+import lazy_loader
 
 from bregzoo.divergence import Divergence
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_loader.load("torch")  # on first use, as in bregzoo.divergence: registering an estimator needs none
 
 # Estimator log-ratios beyond this are clamped in value, with the gradient passed straight through:
 # a ratio past e^20 carries no information, and h(e^50) overflows float32 for the growing generators.

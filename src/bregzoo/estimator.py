@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bregzoo.bregman import ratio_matching_loss
 from bregzoo.divergence import Divergence
 
 if TYPE_CHECKING:  # torch is imported by the losses, on first use: registering an estimator does not need it
@@ -44,8 +45,6 @@ class BregmanRatioEstimator(RatioEstimator):
     name: str = "bregman"
 
     def loss_terms(self, out_ref: Tensor, out_student: Tensor) -> tuple[Tensor, Tensor]:
-        from bregzoo.bregman import ratio_matching_loss
-
         return ratio_matching_loss(self.h, out_ref, out_student)
 
     def params(self) -> dict[str, Any]:

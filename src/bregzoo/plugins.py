@@ -12,7 +12,6 @@ import inspect
 import os
 import re
 import sys
-import types
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -85,7 +84,7 @@ class _Manager(pluggy.PluginManager):
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         # isinstance settles on the object's type (a ModuleType subclass) and reads nothing from it.
-        if isinstance(inspect.getattr_static(plugin, name, None), types.ModuleType):
+        if isinstance(inspect.getattr_static(plugin, name, None), ModuleType):
             return None
         return super().parse_hookimpl_opts(plugin, name)
 

@@ -297,9 +297,9 @@ def _summary_lines(board: dict[str, Any]) -> list[str]:
             ratio = f" ×{x['ratio']:.2g}" if x.get("ratio") is not None else ""
             where = "failed" if x["rank"] is None else f"#{x['rank']}/{x['of']}"
             cells.append(f"{where} {mark.get(x['verdict'], x['verdict'])}{ratio}")
-        mean_rank = "—" if e.get("mean_position") is None else f"{e['mean_position']:.2f}"
+        position = "—" if e.get("mean_position") is None else f"{e['mean_position']:.2f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {e['better']} / {e['same']} / {e['worse']} | "
-                     f"{mean_rank}{' (failed on ' + str(e['failed_tasks']) + ')' if e.get('failed_tasks') else ''} |")
+                     f"{position}{' (failed on ' + str(e['failed_tasks']) + ')' if e.get('failed_tasks') else ''} |")
     return lines + [""]
 
 
