@@ -157,3 +157,26 @@ def test_a_growing_weight_trains_with_the_cap_and_the_faster_estimator_and_confi
             assert [g["lr"] for g in d.e_opt.param_groups] == [pytest.approx(lr)]
         finally:
             AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-50, 50), min_size=2, max_size=64), st.floats(0.0, 1.0))
+def test_defensive_mixture_keeps_a_floor_under_every_weight(ells: list[float], lam: float) -> None:
+    # (1 - lambda) omega + lambda: the weight of h_lambda = (1 - lambda) h + lambda r log r, a Bregman generator
+    # with the same minimiser, so no sample's gradient falls below lambda times DMD's.
+    ell = torch.tensor(ells)
+    t = torch.full_like(ell, 1.0)
+    plain = WeightNormaliser(create_divergence("lsif"), SCHED, mode="batch", truncate=1.5)(ell, t, identity).double()
+    mixed = WeightNormaliser(create_divergence("lsif"), SCHED, mode="batch", truncate=1.5, defensive=lam)(
+        ell, t, identity).double()
+    assert torch.allclose(mixed, (1 - lam) * plain + lam, rtol=1e-5, atol=1e-6)
+    assert (mixed >= lam - 1e-6).all() and mixed.mean() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_defensive_leaves_a_broken_weight_broken_and_is_validated() -> None:
+    for mode in ("batch", "ema-bins"):
+        w = WeightNormaliser(create_divergence("lsif"), SCHED, mode=mode, truncate=1.5, defensive=0.5)
+        assert torch.isnan(w(torch.tensor([0.0, math.nan]), torch.ones(2), identity)).any()  # the run still stops
+    for bad in (-0.1, 1.5):
+        with pytest.raises(Exception, match="weighting.defensive must be in"):
+            RunConfig().replace(**{"weighting.defensive": bad})

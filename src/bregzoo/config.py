@@ -135,6 +135,7 @@ class WeightingConfig:
     truncate: Optional[float] = None  # cap a normalised weight at this multiple of the mean (Ionides 2008); inf: no cap
     warmup: Optional[int] = None  # generator steps over which log omega ramps from 0 (DMD) to the divergence's own
     estimator_lr_scale: Optional[float] = None  # the estimator's lr is optim.lr_estimator times this (None: auto)
+    defensive: Optional[float] = None  # mix lambda of the constant weight into the normalised one: (1 - lambda) omega + lambda
     gan: float = 0.0  # weight of the non-saturating GAN term from the estimator's logits
     dmd_normaliser: bool = True  # divide g by the per-sample mean |x0 - D_teacher| (DMD); False: by 1
 
@@ -154,6 +155,8 @@ class WeightingConfig:
         _require(self.estimator_lr_scale is None or (math.isfinite(self.estimator_lr_scale)
                                                      and self.estimator_lr_scale > 0),
                  f"weighting.estimator_lr_scale must be a finite number > 0 or omitted, got {self.estimator_lr_scale}")
+        _require(self.defensive is None or 0 <= self.defensive <= 1,
+                 f"weighting.defensive must be in [0, 1] (the share of the constant weight) or omitted, got {self.defensive}")
 
 
 @dataclass(frozen=True)

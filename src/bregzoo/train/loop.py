@@ -112,7 +112,7 @@ class Distiller:
         self.teacher = parts.teacher.to(accelerator.device)
         self.ema = EMA(parts.generator, cfg.train.ema) if cfg.train.ema > 0 else None
         self.weights = WeightNormaliser(parts.divergence, parts.schedule, w.clamp, w.normalize, w.bins, w.bin_decay,
-                                        w.truncate, w.warmup)
+                                        w.truncate, w.warmup, w.defensive)
         self.step = 0  # generator steps completed
         # A divergence with a constant weight (reverse-KL: omega = 1, i.e. DMD) never reads the ratio,
         # so without a GAN term the estimator would be trained for nothing: skip it (~30% of a step).

@@ -85,8 +85,9 @@ def resolve(cfg: WeightingConfig, div: Divergence) -> WeightingConfig:
         truncate = None
     warmup = stable.get("warmup", 0) if cfg.warmup is None else cfg.warmup
     lr_scale = stable.get("estimator_lr_scale", 1.0) if cfg.estimator_lr_scale is None else cfg.estimator_lr_scale
+    defensive = stable.get("defensive", 0.0) if cfg.defensive is None else cfg.defensive
     return dataclasses.replace(cfg, normalize=normalize, truncate=truncate if normalize != "none" else None,
-                               warmup=warmup, estimator_lr_scale=lr_scale)
+                               warmup=warmup, estimator_lr_scale=lr_scale, defensive=defensive)
 
 
 def _log_mean_exp(log_w: Tensor) -> Tensor:
@@ -98,8 +99,9 @@ class WeightNormaliser:
     checkpoints)."""
 
     def __init__(self, div: Divergence, schedule: Schedule, clamp: float | None = None, mode: str = "none",
-                 bins: int = 10, decay: float = 0.9, truncate: float | None = None, warmup: int = 0) -> None:
-        self.div, self.schedule, self.clamp, self.mode = div, schedule, clamp, mode
+                 bins: int = 10, decay: float = 0.9, truncate: float | None = None, warmup: int = 0,
+                 defensive: float = 0.0) -> None:
+        self.div, self.schedule, self.clamp, self.mode, self.defensive = div, schedule, clamp, mode, defensive
         self.bins, self.decay, self.truncate, self.warmup = bins, decay, truncate, warmup
         self.bin_mean = torch.ones(bins, dtype=torch.float64)
         self.bin_seen = torch.zeros(bins, dtype=torch.bool)
@@ -137,7 +139,10 @@ class WeightNormaliser:
             self.bin_mean, self.bin_seen = self.bin_mean.to(log_w.device), self.bin_seen.to(log_w.device)
             self._update(gather(log_w), gather(t.double()), cap)
             log_w = (log_w - self.bin_mean[self.bin_of(t)].log()).clamp(max=cap)
-        return torch.where(broken, math.nan, log_w.exp()).float()
+        omega = log_w.exp()
+        if self.defensive > 0:
+            omega = (1 - self.defensive) * omega + self.defensive
+        return torch.where(broken, math.nan, omega).float()
 
     def _update(self, log_w: Tensor, t: Tensor, cap: float = math.inf) -> None:
         b = self.bin_of(t)
