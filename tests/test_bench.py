@@ -52,6 +52,7 @@ def test_group_selects_groups_and_reads_its_rank_from_group(tmp_path, monkeypatc
     monkeypatch.setattr(runner, "run_cell", lambda cell, out: ran.append(cell.id) or {
         "id": cell.id, "group": cell.group, "task": cell.task, "divergence": cell.divergence, "estimator": "classifier",
         "seed": cell.seed, "status": "ok", "config_hash": cell.config_hash, "seconds": 1.0,
+        "weighting_resolved": runner.resolved_weighting(cell),
         "student": {"mmd2": {"reverse-kl": 0.3, "bkl": 0.1, "lsif": 0.2}[cell.divergence]}, "teacher": {},
         "config": cell.config.replace(out=None).to_dict()})
     data = {"suite": {"name": "t"}, "config": {"train.steps": 7}, "group": [
@@ -262,6 +263,21 @@ def test_a_stored_cell_survives_a_new_config_field_but_not_a_changed_value():
     assert same_config({"train": {"steps": 3}, "task": "gmm8"}, now)
     assert not same_config({"train": {"steps": 4}, "task": "gmm8"}, now)
     assert not same_config({"train": {"steps": 3, "gone": 1}, "task": "gmm8"}, now)
+
+
+def test_a_stored_cell_is_reused_only_with_the_weighting_it_would_resolve_to_now(tmp_path):
+    # "auto" is the divergence's default: a cell that ran with an older default must run again.
+    from bregzoo.bench.runner import cell_path, load_done, resolved_weighting
+
+    suite = parse_suite(suite_data(seeds=1, tasks=["gmm8"], divergences=["lsif"]))
+    cell = expand(suite, suite.groups[0])[0]
+    now = resolved_weighting(cell)
+    assert (now["normalize"], now["truncate"]) == ("ema-bins", 1.5)  # resolved, not "auto"
+    rec = {"status": "ok", "config_hash": cell.config_hash, "config": cell.config.replace(out=None).to_dict()}
+    cell_path(tmp_path, cell).parent.mkdir()
+    for stored, reused in ((now, True), ({**now, "truncate": 2.0}, False), (None, False)):
+        cell_path(tmp_path, cell).write_text(json.dumps({**rec, "weighting_resolved": stored} if stored else rec))
+        assert (load_done(tmp_path, cell) is not None) is reused
 
 
 def test_a_smoke_suite_says_it_ranks_nothing(tmp_path):

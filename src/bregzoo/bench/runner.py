@@ -5,11 +5,14 @@
     <out>/work/<cell-id>/         the cell's run directory while it trains (removed afterwards)
 
 A cell is reused only if its stored config matches the cell's config now (``same_config``), so editing
-a suite's budget reruns the affected cells instead of mixing budgets in one leaderboard.
+a suite's budget reruns the affected cells instead of mixing budgets in one leaderboard. Its weighting is
+compared as resolved (``resolved_weighting``), since "auto" means the divergence's default: a new default
+for a divergence reruns that divergence's cells, and only those.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import math
@@ -72,6 +75,16 @@ def _teacher_samples(student: Any, cell: Cell) -> Any:
         return sample_ode(parts.teacher.denoise, sched, noise, e.teacher_steps, e.teacher_sampler)
 
 
+def resolved_weighting(cell: Cell) -> dict[str, Any]:
+    """The weighting ``cell`` trains with: its config's, "auto" resolved for its divergence (what the run's
+    config.json records), as JSON would store it."""
+    from bregzoo.api import create_divergence
+    from bregzoo.train.weighting import resolve
+
+    return json.loads(json.dumps(dataclasses.asdict(resolve(cell.config.weighting,
+                                                            create_divergence(cell.config.divergence)))))
+
+
 def run_cell(cell: Cell, out: str) -> dict[str, Any]:
     """Train one cell in a scratch run directory and return its result record (never raises on a
     training failure: the error is recorded, so one diverging divergence cannot stop the suite)."""
@@ -91,6 +104,7 @@ def run_cell(cell: Cell, out: str) -> dict[str, Any]:
     }
     started = time.perf_counter()
     try:
+        record["weighting_resolved"] = resolved_weighting(cell)
         result = train(cell.config.replace(out=str(work)), overwrite=True)
         student = load_student(result.run_dir)
         record.update(status="ok", steps=result.steps, seconds=result.seconds,
@@ -133,6 +147,9 @@ def load_done(out: Path, cell: Cell) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     if rec.get("status") != "ok":  # a failure is never a result (one cached by an older bregzoo is rerun)
+        return None
+    # A cell stored before its resolved weighting was recorded cannot show which default it ran with: rerun it.
+    if rec.get("weighting_resolved") != resolved_weighting(cell):
         return None
     if rec.get("config_hash") == cell.config_hash:
         return rec
