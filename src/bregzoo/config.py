@@ -135,7 +135,7 @@ class WeightingConfig:
     truncate: Optional[float] = None  # cap a normalised weight at this multiple of the mean (Ionides 2008); inf: no cap
     warmup: Optional[int] = None  # generator steps over which log omega ramps from 0 (DMD) to the divergence's own
     estimator_lr_scale: Optional[float] = None  # the estimator's lr is optim.lr_estimator times this (None: auto)
-    defensive: Optional[float] = None  # mix lambda of the constant weight into the normalised one: (1 - lambda) omega + lambda
+    defensive: Optional[float] = None  # (1 - lambda) omega + lambda: a share of DMD's weight (None: auto, 0; docs/math.md §8)
     gan: float = 0.0  # weight of the non-saturating GAN term from the estimator's logits
     dmd_normaliser: bool = True  # divide g by the per-sample mean |x0 - D_teacher| (DMD); False: by 1
 

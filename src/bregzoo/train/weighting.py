@@ -19,6 +19,10 @@ that grows like r or r^2 never overflows before it is normalised. In order:
    sampling (Ionides 2008), which bounds the variance that one sample with a huge ratio can put into
    the step. With ``batch`` the batch is then renormalised; with ``ema-bins`` the cap is relative to
    the bin's running mean, which is itself fed truncated weights. Only with ``batch`` or ``ema-bins``.
+5. ``defensive``: (1 - lambda) omega + lambda, a share lambda of the constant weight mixed in
+   (defensive importance sampling, Hesterberg 1995): up to the per-bin scale, the weight of
+   h_lambda = (1 - lambda) h + lambda r log r, which has the same minimiser. Off (0) by default: it keeps
+   lsif's modes in 16-D only at lambda >= 0.5, where the run is half DMD (docs/math.md §8 item 5).
 
 ``estimator_lr_scale`` is not applied here: the loop trains the ratio estimator at ``optim.lr_estimator``
 times it (3 for a weight that grows like r, see GROWING).
