@@ -76,13 +76,12 @@ def _teacher_samples(student: Any, cell: Cell) -> Any:
 
 
 def resolved_weighting(cell: Cell) -> dict[str, Any]:
-    """The weighting ``cell`` trains with: its config's, "auto" resolved for its divergence (what the run's
-    config.json records), as JSON would store it."""
+    """The weighting ``cell`` trains with: its config's, "auto" resolved for its divergence, as the run's
+    config.json records it (plain JSON values already: no tuples, and no inf after resolving)."""
     from bregzoo.api import create_divergence
     from bregzoo.train.weighting import resolve
 
-    return json.loads(json.dumps(dataclasses.asdict(resolve(cell.config.weighting,
-                                                            create_divergence(cell.config.divergence)))))
+    return dataclasses.asdict(resolve(cell.config.weighting, create_divergence(cell.config.divergence)))
 
 
 def run_cell(cell: Cell, out: str) -> dict[str, Any]:
