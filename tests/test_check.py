@@ -183,7 +183,10 @@ def test_gaussian_closed_forms_match_quadrature(mq, sq, sp, a):
         return
     if lam < 0.2:  # finite but too wide for this fixed grid
         return
-    grid = grid_covering([q, p], step=0.05, width=12.0 / min(1.0, lam**0.5))
+    # The integrand q^a p^(1-a) is itself a Gaussian, of precision lam, centred where neither q nor p is when
+    # a < 0 or a > 1 (mq=1.5, sq=0.66, sp=0.88, a=-1: at -11.9, 4 of its stds past a grid around q and p only).
+    integrand = GaussMix.make([a * mq / sq**2 / lam], [lam**-0.5])
+    grid = grid_covering([q, p, integrand], step=0.05, width=12.0)
     lq, lp = q.log_prob(grid.points), p.log_prob(grid.points)
     got = float(grid.integrate((a * lq + (1 - a) * lp).exp()))
     assert got == pytest.approx(gaussian_power_integral(q, p, a), rel=1e-9)
