@@ -41,9 +41,11 @@ TASK = "gmm8"
 FAKE_UPDATES = 2  # set by --fake-updates
 
 
-def config(divergence: str = "reverse-kl", batch: int = 256, width: int = 128, ratio_net: str = "separate") -> RunConfig:
+def config(divergence: str = "reverse-kl", batch: int = 256, width: int = 128, ratio_net: str = "separate",
+           ref_fraction: float = 1.0) -> RunConfig:
     return RunConfig(task=TASK, divergence=divergence, backbone=f"mlp:width={width}").replace(
-        **{"train.batch_size": batch, "train.seed": 0, "train.fake_updates": FAKE_UPDATES, "train.ratio_net": ratio_net})
+        **{"train.batch_size": batch, "train.seed": 0, "train.fake_updates": FAKE_UPDATES, "train.ratio_net": ratio_net,
+           "train.ref_fraction": ref_fraction})
 
 
 def accelerator(device: str):
@@ -84,6 +86,7 @@ def bare_stepper(cfg: RunConfig, device: str, estimator: bool):
     sd2 = parts.sigma_data ** 2
     tap = FeatureTap(fake) if estimator and cfg.train.ratio_net != "separate" else None
     trunk = cfg.train.ratio_net == "shared"  # the estimator's loss trains the trunk too
+    m = max(1, round(cfg.train.ref_fraction * cfg.train.batch_size))  # reference samples per estimator update
 
     def update(model, opt, loss=None) -> None:
         if loss is not None:
@@ -117,21 +120,22 @@ def bare_stepper(cfg: RunConfig, device: str, estimator: bool):
                 x0 = generate(gen, sched, nzj["eps"][:, 0])
             s2 = sched.s(nzj["t"]).square()
             if tap is not None and j == len(noise["fake"]) - 1:
-                nze = {k: v[0].to(dev) for k, v in noise["est"].items()}
-                xt, x_ref = diffuse(x0, nzj["t"], sched, nzj["z"]), diffuse(nze["x_ref"], nzj["t"], sched, nze["z_ref"])
+                nze = {k: v[0][:m].to(dev) for k, v in noise["est"].items()}
+                t, t_ref = nzj["t"], nzj["t"][:m]
+                xt, x_ref = diffuse(x0, t, sched, nzj["z"]), diffuse(nze["x_ref"], t_ref, sched, nze["z_ref"])
                 if trunk:  # vector features: one pass over both batches, as the loop does
                     with tap.capture():
-                        d = fake(torch.cat([xt, x_ref]), torch.cat([nzj["t"], nzj["t"]]))[: len(xt)]
-                    f_stu, f_ref = tap.value.chunk(2)
+                        d = fake(torch.cat([xt, x_ref]), torch.cat([t, t_ref]))[: len(xt)]
+                    f_stu, f_ref = tap.value[: len(xt)], tap.value[len(xt):]
                 else:
                     with tap.capture():
-                        d = fake(xt, nzj["t"])
+                        d = fake(xt, t)
                     f_stu = tap.value.detach()
                     with torch.no_grad():
-                        f_ref = tap.features(fake, x_ref, nzj["t"])
+                        f_ref = tap.features(fake, x_ref, t_ref)
                 per = reduce((d - x0).square(), "b ... -> b", "mean")
-                out_ref, out_stu = ratio(torch.cat([f_ref, f_stu]), torch.cat([nzj["t"], nzj["t"]])).chunk(2)
-                (((s2 + sd2) / (s2 * sd2) * per).mean() + est.loss(out_ref, out_stu)).backward()
+                out = ratio(torch.cat([f_ref, f_stu]), torch.cat([t_ref, t]))
+                (((s2 + sd2) / (s2 * sd2) * per).mean() + est.loss(out[:m], out[m:])).backward()
                 update(fake, opts[1])
                 update(ratio, opts[2])
                 continue
@@ -141,9 +145,10 @@ def bare_stepper(cfg: RunConfig, device: str, estimator: bool):
             nze = {k: v[0].to(dev) for k, v in noise["est"].items()}
             with torch.no_grad():
                 x0 = generate(gen, sched, nze["eps"][:, 0])
-            x_stu, x_ref = diffuse(x0, nze["t"], sched, nze["z"]), diffuse(nze["x_ref"], nze["t"], sched, nze["z_ref"])
-            out_ref, out_stu = ratio(torch.cat([x_ref, x_stu]), torch.cat([nze["t"], nze["t"]])).chunk(2)
-            update(ratio, opts[2], est.loss(out_ref, out_stu))
+            t = nze["t"]
+            x_stu, x_ref = diffuse(x0, t, sched, nze["z"]), diffuse(nze["x_ref"][:m], t[:m], sched, nze["z_ref"][:m])
+            out = ratio(torch.cat([x_ref, x_stu]), torch.cat([t[:m], t]))
+            update(ratio, opts[2], est.loss(out[:m], out[m:]))
     return step
 
 
@@ -335,11 +340,13 @@ def main() -> None:
               "loop_dibregman": loop_stepper(config("lsif"), dev),
               "loop_dibregman_shared": loop_stepper(config("lsif", ratio_net="shared"), dev),
               "dibregman_detached_bare": bare_stepper(config("lsif", ratio_net="shared-detached"), dev, estimator=True),
-              "loop_dibregman_detached": loop_stepper(config("lsif", ratio_net="shared-detached"), dev)},
+              "loop_dibregman_detached": loop_stepper(config("lsif", ratio_net="shared-detached"), dev),
+              "dibregman_half_bare": bare_stepper(config("lsif", ratio_net="shared", ref_fraction=0.5), dev, estimator=True),
+              "loop_dibregman_half": loop_stepper(config("lsif", ratio_net="shared", ref_fraction=0.5), dev)},
              args.steps, args.rounds, dev, cpu=c)
     print("## step time (median ms/step, batch 256; wall clock, and this process's CPU time)")
     for k, v in t.items():
-        print(f"  {k:22s} {1e3 * v:8.2f} ms wall   {1e3 * c[k]:8.2f} ms cpu")
+        print(f"  {k:24s} {1e3 * v:8.2f} ms wall   {1e3 * c[k]:8.2f} ms cpu")
     r = {"Di-Bregman step / plain DMD step, separate estimator (both bare PyTorch)": ("dibregman_bare", "dmd_bare"),
          "Di-Bregman step / plain DMD step, shared-trunk estimator (both bare)": ("dibregman_shared_bare", "dmd_bare"),
          "Di-Bregman step / plain DMD step, shared-trunk estimator (both bregzoo loop)":
@@ -353,7 +360,12 @@ def main() -> None:
          "Di-Bregman step / plain DMD step, shared-detached estimator (both bregzoo loop)":
              ("loop_dibregman_detached", "loop_reverse_kl"),
          "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared-detached estimator":
-             ("loop_dibregman_detached", "dibregman_detached_bare")}
+             ("loop_dibregman_detached", "dibregman_detached_bare"),
+         "Di-Bregman step / plain DMD step, shared, ref_fraction 0.5 (both bare)": ("dibregman_half_bare", "dmd_bare"),
+         "Di-Bregman step / plain DMD step, shared, ref_fraction 0.5 (both bregzoo loop)":
+             ("loop_dibregman_half", "loop_reverse_kl"),
+         "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared, ref_fraction 0.5":
+             ("loop_dibregman_half", "dibregman_half_bare")}
     print(f"## ratios{'':72s} wall    cpu")
     for label, (a, b) in r.items():
         print(f"  {label:78s} {t[a] / t[b]:.2f}x  {c[a] / c[b]:.2f}x")

@@ -39,6 +39,10 @@ VARIANTS = {  # name -> (train.ratio_net, hidden width of the shared head: 0 is 
     "shared": ("shared", 0),
     "shared-detached": ("shared-detached", 0),
     "shared-detached-hidden64": ("shared-detached", 64),
+    # probes for issue J (cheaper than "shared"): the trunk learns from the student features only, the reference
+    # pass runs without grad; or the trunk learns from both, on a reference batch half the size
+    "shared-refnograd": ("shared", 0),
+    "shared-halfref": ("shared", 0),
 }
 
 
@@ -100,14 +104,17 @@ def run(variant: str, seed: int, steps: int, evals: list[int]) -> dict:
             with tap.capture():
                 d = fake(xt, t)
             f_stu = tap.value if trunk_grad else tap.value.detach()
-            with torch.set_grad_enabled(trunk_grad):
-                f_ref = tap.features(fake, x_ref, t)
+            t_ref = t
+            if variant == "shared-halfref":
+                x_ref, t_ref = x_ref[: b // 2], t[: b // 2]
+            with torch.set_grad_enabled(trunk_grad and variant != "shared-refnograd"):
+                f_ref = tap.features(fake, x_ref, t_ref)
         else:
             d = fake(xt, t)
         loss = (w * reduce((d - x0).square(), "b ... -> b", "mean")).mean()
         if tap is not None:
-            o_ref, o_stu = ratio(torch.cat([f_ref, f_stu]), torch.cat([t, t])).chunk(2)
-            loss = loss + est.loss(o_ref, o_stu)
+            out_both = ratio(torch.cat([f_ref, f_stu]), torch.cat([t_ref, t]))
+            loss = loss + est.loss(out_both[: len(f_ref)], out_both[len(f_ref):])
         loss.backward()
         step_opt(fake, f_opt)
         if tap is None:

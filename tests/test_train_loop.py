@@ -181,3 +181,31 @@ def test_auto_weighting_is_recorded_in_config_json(tmp_path) -> None:
     config = json.loads((result.run_dir / "config.json").read_text())
     assert {k: config["weighting"][k] for k in ("truncate", "estimator_lr_scale")} == {
         "truncate": 2.0, "estimator_lr_scale": 1.0}  # kl's weight 1/r does not grow with r
+
+
+def test_ema_update_is_the_per_tensor_formula_after_moves_and_reloads() -> None:
+    """EMA lists the model's parameters once; the update must stay shadow <- d shadow + (1 - d) model for every
+    tensor after the model's data is moved (.to) or reloaded in place, and buffers are copied each step."""
+    from bregzoo.train.ema import EMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA(model, 0.9)
+    ref = {k: v.clone() for k, v in ema.shadow.state_dict().items()}
+    for step in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        if step == 1:
+            model.to(torch.float64).to(torch.float32)  # replaces each parameter's data and each buffer
+        if step == 2:
+            model.load_state_dict({k: v + 1 for k, v in model.state_dict().items()})
+        model.train()(torch.randn(8, 3))  # moves the batch-norm running statistics (buffers)
+        ema.update(model, step)
+        d = min(0.9, (1 + step) / (10 + step))
+        now = model.state_dict()
+        for k in ref:
+            ref[k] = now[k].clone() if k.endswith(("running_mean", "running_var", "num_batches_tracked")) \
+                else d * ref[k] + (1 - d) * now[k]
+        got = ema.shadow.state_dict()
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-6, atol=1e-6, msg=f"{k} at step {step}")

@@ -233,3 +233,29 @@ def test_a_run_checkpointed_before_ratio_net_existed_resumes_with_its_separate_e
     result = train(resumed, resume=True, check=False)
     assert result.steps == 3
     assert json.loads((tmp_path / "old" / "config.json").read_text())["ratio_net"] == "separate"
+
+
+@pytest.mark.parametrize("changes", [{"train.ratio_net": "shared"}, {"train.ratio_net": "shared-detached"},
+                                     {"train.ratio_net": "separate"},
+                                     {"train.ratio_net": "shared", "train.fake_updates": 0}],
+                         ids=["shared", "shared-detached", "separate", "shared-no-fake-update"])
+def test_ref_fraction_gives_the_estimator_that_share_of_reference_samples(monkeypatch, changes) -> None:
+    """train.ref_fraction=0.25 of a batch of 32: every estimator update sees 8 reference outputs beside 32
+    student outputs, on each of its paths (one trunk pass, a reference trunk pass, a separate network)."""
+    from accelerate import Accelerator
+
+    cfg = RunConfig().replace(**{**TINY, "train.ref_fraction": 0.25, **changes})
+    parts = build(cfg)
+    seen = []
+    loss = type(parts.estimator).loss
+    monkeypatch.setattr(type(parts.estimator), "loss",
+                        lambda self, ref, stu: seen.append((len(ref), len(stu))) or loss(self, ref, stu))
+    d = Distiller(cfg, parts, Accelerator(cpu=True))
+    logs = d.train_step(draw_step_noise(d.rng, parts, cfg, 1, 0))
+    assert seen == [(8, 32)] and math.isfinite(float(logs["loss_est"]))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5, 0.01])
+def test_a_ref_fraction_outside_the_batch_is_refused_in_one_line(fraction) -> None:
+    with pytest.raises(BregzooError, match="train.ref_fraction"):
+        RunConfig().replace(**{"train.batch_size": 32, "train.ref_fraction": fraction})

@@ -68,6 +68,11 @@ class TrainConfig:
     # "auto": shared where it was measured as good as separate (vector features: the MLP), separate elsewhere
     # (image features: not measured yet); the resolved choice is in config.json ("ratio_net").
     ratio_net: str = "auto"
+    # The share of the batch that the estimator's reference samples (the teacher's data at x_t) take, per
+    # update: round(ref_fraction * batch_size) of them beside the full batch of student samples. BR_h's loss is
+    # a sum of two means, so a smaller reference half stays unbiased; with a shared estimator it shortens
+    # the trunk pass at reference x_t, the one cost a shared head adds to a DMD step.
+    ref_fraction: float = 1.0
     compile: bool = False  # torch.compile the generator, the estimator and (unless ratio_net is shared) the fake denoiser
 
     def __post_init__(self) -> None:
@@ -80,6 +85,9 @@ class TrainConfig:
                  f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         _require(self.ratio_net in ("auto", "separate", "shared", "shared-detached"),
                  f"train.ratio_net must be 'auto', 'separate', 'shared' or 'shared-detached', got {self.ratio_net!r}")
+        _require(0 < self.ref_fraction <= 1 and round(self.ref_fraction * self.batch_size) >= 1,
+                 f"train.ref_fraction must be in (0, 1] and leave at least one reference sample of the batch of "
+                 f"{self.batch_size}, got {self.ref_fraction}")
         _require(0 <= self.ema < 1, f"train.ema must be in [0, 1), got {self.ema}")
         _require(self.seed < 2**63, f"train.seed must be < 2**63 (torch seeds are 64-bit), got {self.seed}")
         _require(self.student_steps >= 1, f"train.student_steps must be >= 1 (1: a one-step student), "

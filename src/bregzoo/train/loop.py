@@ -9,6 +9,7 @@ one process with batch N*B (up to float reduction order), and a resumed run repl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -106,6 +107,10 @@ class Distiller:
                                     foreach=True)  # one fused update per network: ~10% of a CPU step saved
 
         self.weighting = w = resolve_weighting(cfg.weighting, parts.divergence)
+        # Without mixed precision Accelerate's autocast() is a nullcontext built behind an AcceleratorState lookup
+        # and an env-flag parse: 14 of them cost ~0.4 ms of a 35 ms CPU step (benchmarks/perf.py's profile).
+        self._autocast = (accelerator.autocast if getattr(accelerator, "native_amp", True)
+                          else contextlib.nullcontext)
         (self.gen, self.fake, self.ratio, self.g_opt, self.f_opt, self.e_opt) = accelerator.prepare(
             parts.generator, parts.fake, parts.ratio, adam(parts.generator, o.lr_generator), adam(parts.fake, o.lr_fake),
             adam(parts.ratio, o.lr_estimator * w.estimator_lr_scale))  # the scale: the divergence's (weighting.py)
@@ -150,7 +155,7 @@ class Distiller:
     def _student_outputs(self, nz: dict[str, Tensor]) -> Tensor:
         """Fresh student outputs x0 for the fake denoiser and the estimator: the same draws (backward
         simulation to a random level, for k > 1) as the generator's loss sees, without gradient."""
-        with self.acc.autocast():
+        with self._autocast():
             return generate_at(self.parts.generator, self.parts.schedule, nz["eps"], self.times, nz.get("idx")).float()
 
     def _optimizer_step(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Tensor:
@@ -185,14 +190,14 @@ class Distiller:
         for i in range(accum):
             nz = self._on_device(noise["gen"], i)
             t = nz["t"]
-            with torch.no_grad(), acc.autocast():
+            with torch.no_grad(), self._autocast():
                 x_in, t_in = simulate(parts.generator, sched, nz["eps"], self.times, nz.get("idx"))
-            with acc.autocast():
+            with self._autocast():
                 x0 = self.gen(x_in, t_in).float()
             with torch.no_grad():
                 xt = diffuse(x0.detach(), t, sched, nz["z"])
                 d_real = self.teacher.denoise(xt, t).float()
-                with acc.autocast():
+                with self._autocast():
                     d_fake, ell = self._fake_and_log_ratio(xt, t)
             omega = self.weights(ell, t, acc.gather, self.step)
             normaliser = (reduce((x0.detach() - d_real).abs(), "b ... -> b", "mean").clamp_min(1e-12)
@@ -206,7 +211,7 @@ class Distiller:
                 frozen = [parts.ratio] + ([parts.fake] if self.tap is not None else [])
                 for m in frozen:
                     m.requires_grad_(False)
-                with acc.autocast():
+                with self._autocast():
                     x_g = diffuse(x0, t, sched, nz["z"])
                     out_g = parts.ratio(self.tap.features(parts.fake, x_g, t), t) if self.tap else parts.ratio(x_g, t)
                     ell_g = parts.estimator.log_ratio(out_g).float()
@@ -241,7 +246,7 @@ class Distiller:
                     head.append((loss_head.detach(), out_ref))
                     acc.backward((loss_fake + loss_head) / accum)
                     continue
-                with acc.autocast():
+                with self._autocast():
                     d = self.fake(xt, nz["t"]).float()
                 loss_fake = self._dsm_loss(d, x0, nz["t"])
                 acc.backward(loss_fake / accum)
@@ -256,6 +261,11 @@ class Distiller:
             logs.update(self._estimator_update(noise["est"]))
         self.step += 1
         return logs
+
+    def _n_ref(self, n: int) -> int:
+        """How many of a micro-batch of ``n`` reference draws the estimator uses (train.ref_fraction): the
+        first ones, so the random stream, and with it resume, is the same at every fraction."""
+        return max(1, round(self.cfg.train.ref_fraction * n))
 
     def _dsm_loss(self, d: Tensor, x0: Tensor, t: Tensor) -> Tensor:
         return (self._edm_weight(t) * reduce((d - x0).square(), "b ... -> b", "mean")).mean()
@@ -284,22 +294,24 @@ class Distiller:
         """
         acc, parts, sched = self.acc, self.parts, self.parts.schedule
         trunk = parts.ratio_net == "shared"
-        x_ref = diffuse(est["x_ref"], t, sched, est["z_ref"])
-        with acc.autocast():
+        m = self._n_ref(len(xt))
+        t_ref = t[:m]
+        x_ref = diffuse(est["x_ref"][:m], t_ref, sched, est["z_ref"][:m])
+        with self._autocast():
             if trunk and self._one_pass:
                 # Vector features (the MLP): only an output layer follows them, so one pass over both
                 # batches costs less than two (~1.5 ms of 7 on a CPU, benchmarks/perf.py).
                 with self.tap.capture():
-                    d = self.fake(torch.cat([xt, x_ref]), torch.cat([t, t])).float()[: len(xt)]
-                f_stu, f_ref = self.tap.value.chunk(2)
+                    d = self.fake(torch.cat([xt, x_ref]), torch.cat([t, t_ref])).float()[: len(xt)]
+                f_stu, f_ref = self.tap.value[: len(xt)], self.tap.value[len(xt):]
             else:
                 with self.tap.capture():
                     d = self.fake(xt, t).float()
                 f_stu = self.tap.value if trunk else self.tap.value.detach()
                 with torch.set_grad_enabled(trunk):
-                    f_ref = self.tap.features(parts.fake, x_ref, t)
-            out = self.ratio(torch.cat([f_ref, f_stu]), torch.cat([t, t])).float()
-        out_ref, out_stu = out.chunk(2)
+                    f_ref = self.tap.features(parts.fake, x_ref, t_ref)
+            out = self.ratio(torch.cat([f_ref, f_stu]), torch.cat([t_ref, t])).float()
+        out_ref, out_stu = out[:m], out[m:]
         return self._dsm_loss(d, x0, t), parts.estimator.loss(out_ref, out_stu), out_ref.detach()
 
     def _estimator_update(self, noise: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -310,14 +322,15 @@ class Distiller:
             t = nz["t"]
             x0 = self._student_outputs(nz)
             x_stu = diffuse(x0, t, sched, nz["z"])
-            x_ref = diffuse(nz["x_ref"], t, sched, nz["z_ref"])
-            with acc.autocast():
-                x_both, t_both = torch.cat([x_ref, x_stu]), torch.cat([t, t])
+            m = self._n_ref(len(x_stu))
+            x_ref = diffuse(nz["x_ref"][:m], t[:m], sched, nz["z_ref"][:m])
+            with self._autocast():
+                x_both, t_both = torch.cat([x_ref, x_stu]), torch.cat([t[:m], t])
                 if self.tap is not None:  # shared head, no fake update this step to take features from
                     with torch.no_grad():
                         x_both = self.tap.features(parts.fake, x_both, t_both)
                 out = self.ratio(x_both, t_both).float()
-            out_ref, out_stu = out.chunk(2)
+            out_ref, out_stu = out[:m], out[m:]
             loss_est = parts.estimator.loss(out_ref, out_stu)
             acc.backward(loss_est / accum)
         self._optimizer_step(self.ratio, self.e_opt)
@@ -331,7 +344,7 @@ class Distiller:
                 nz = self._on_device(noise["fake"][0] if noise["fake"] else noise["gen"], i)
                 x0 = self._student_outputs(nz)
                 xt = diffuse(x0, nz["t"], self.parts.schedule, nz["z"])
-                with self.acc.autocast():
+                with self._autocast():
                     d = self.fake(xt, nz["t"]).float()
                 loss = self._dsm_loss(d, x0, nz["t"])
                 self.acc.backward(loss / self.cfg.train.grad_accum)
@@ -402,7 +415,7 @@ class Distiller:
         g = torch.Generator().manual_seed(self.cfg.train.seed + EVAL_SEED_OFFSET)
         latent = self.parts.latent_shape or self.parts.dataset.data_shape
         eps = torch.randn(n, len(self.times), *latent, generator=g).to(self.acc.device)
-        with self.acc.autocast():
+        with self._autocast():
             return torch.cat([generate(self.student, self.parts.schedule, e, self.times).float().cpu()
                               for e in eps.split(4096)])
 
@@ -447,13 +460,18 @@ class NonFiniteWatch:
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self._scalars = False
         self.first_step: Tensor | None = None  # -1 while every step so far was finite
         self.first_terms: Tensor | None = None
 
     def observe(self, logs: dict[str, Tensor], step: int) -> None:
         if self.first_step is None:
             self.names = [k for k in TERMS if k in logs]
-        bad = torch.stack([~torch.isfinite(logs[k].detach()).all() for k in self.names])
+            self._scalars = all(logs[k].dim() == 0 and logs[k].dtype == logs[self.names[0]].dtype for k in self.names)
+        if self._scalars:  # the loop's case: one isfinite over the stacked terms, not one per term
+            bad = ~torch.isfinite(torch.stack([logs[k].detach() for k in self.names]))
+        else:
+            bad = torch.stack([~torch.isfinite(logs[k].detach()).all() for k in self.names])
         if self.first_step is None:
             self.first_step = torch.full((), -1, dtype=torch.long, device=bad.device)
             self.first_terms = torch.zeros_like(bad)
