@@ -306,32 +306,8 @@ def memory(batches: list[int], device: str) -> dict[int, dict[str, float]]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20, help="steps per stepper per round")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (the loop's default is 1)")
-    ap.add_argument("--fake-updates", type=int, default=2, help="fake-denoiser updates per step (issue J's reference: 2)")
-    ap.add_argument("--_memory", type=int, default=0, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    global FAKE_UPDATES
-    FAKE_UPDATES = args.fake_updates
-    if args._memory:
-        print(json.dumps(memory_child(args._memory, args.device)))
-        return
-    torch.set_num_threads(args.threads)
-    dev, started = args.device, time.perf_counter()
-    import subprocess as sp
-
-    rev = sp.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"# bregzoo perf: task {TASK}, mlp backbone, batch 256, fake_updates {FAKE_UPDATES}, {args.threads} torch thread(s), "
-          f"device {dev}")
-    print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
-          f"{platform.python_version()}, git {rev}, load avg {os.getloadavg()[0]:.2f} at start")
-    print(f"# command: python benchmarks/perf.py --steps {args.steps} --rounds {args.rounds} --device {dev} "
-          f"--fake-updates {FAKE_UPDATES}\n")
-
+def step_race(dev: str, steps: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Median wall and CPU seconds per step of every stepper, raced side by side in this process."""
     c: dict[str, float] = {}
     t = race({"dmd_bare": bare_stepper(config("reverse-kl"), dev, estimator=False),
               "dibregman_bare": bare_stepper(config("lsif"), dev, estimator=True),
@@ -343,33 +319,84 @@ def main() -> None:
               "loop_dibregman_detached": loop_stepper(config("lsif", ratio_net="shared-detached"), dev),
               "dibregman_half_bare": bare_stepper(config("lsif", ratio_net="shared", ref_fraction=0.5), dev, estimator=True),
               "loop_dibregman_half": loop_stepper(config("lsif", ratio_net="shared", ref_fraction=0.5), dev)},
-             args.steps, args.rounds, dev, cpu=c)
-    print("## step time (median ms/step, batch 256; wall clock, and this process's CPU time)")
+             steps, rounds, dev, cpu=c)
+    return {"wall": t, "cpu": c}
+
+
+RATIOS = {"Di-Bregman step / plain DMD step, separate estimator (both bare PyTorch)": ("dibregman_bare", "dmd_bare"),
+          "Di-Bregman step / plain DMD step, shared-trunk estimator (both bare)": ("dibregman_shared_bare", "dmd_bare"),
+          "Di-Bregman step / plain DMD step, shared-trunk estimator (both bregzoo loop)":
+              ("loop_dibregman_shared", "loop_reverse_kl"),
+          "Di-Bregman step (bregzoo loop, shared) / plain DMD step (bare)": ("loop_dibregman_shared", "dmd_bare"),
+          "bregzoo loop / bare PyTorch, plain DMD (reverse-kl)": ("loop_reverse_kl", "dmd_bare"),
+          "bregzoo loop / bare PyTorch, Di-Bregman (lsif), separate estimator": ("loop_dibregman", "dibregman_bare"),
+          "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared-trunk estimator":
+              ("loop_dibregman_shared", "dibregman_shared_bare"),
+          "Di-Bregman step / plain DMD step, shared-detached estimator (both bare)": ("dibregman_detached_bare", "dmd_bare"),
+          "Di-Bregman step / plain DMD step, shared-detached estimator (both bregzoo loop)":
+              ("loop_dibregman_detached", "loop_reverse_kl"),
+          "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared-detached estimator":
+              ("loop_dibregman_detached", "dibregman_detached_bare"),
+          "Di-Bregman step / plain DMD step, shared, ref_fraction 0.5 (both bare)": ("dibregman_half_bare", "dmd_bare"),
+          "Di-Bregman step / plain DMD step, shared, ref_fraction 0.5 (both bregzoo loop)":
+              ("loop_dibregman_half", "loop_reverse_kl"),
+          "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared, ref_fraction 0.5":
+              ("loop_dibregman_half", "dibregman_half_bare")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20, help="steps per stepper per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the loop's default is 1)")
+    ap.add_argument("--fake-updates", type=int, default=2, help="fake-denoiser updates per step (issue J's reference: 2)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="race the step times in this many fresh processes; report the median and the range")
+    ap.add_argument("--_memory", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--_race", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    global FAKE_UPDATES
+    FAKE_UPDATES = args.fake_updates
+    if args._memory:
+        print(json.dumps(memory_child(args._memory, args.device)))
+        return
+    torch.set_num_threads(args.threads)
+    if args._race:
+        print(json.dumps(step_race(args.device, args.steps, args.rounds)))
+        return
+    dev, started = args.device, time.perf_counter()
+    import subprocess as sp
+
+    rev = sp.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"# bregzoo perf: task {TASK}, mlp backbone, batch 256, fake_updates {FAKE_UPDATES}, {args.threads} torch thread(s), "
+          f"device {dev}")
+    print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
+          f"{platform.python_version()}, git {rev}, load avg {os.getloadavg()[0]:.2f} at start")
+    print(f"# command: python benchmarks/perf.py --steps {args.steps} --rounds {args.rounds} --device {dev} "
+          f"--fake-updates {FAKE_UPDATES} --repeats {args.repeats}\n")
+
+    if args.repeats > 1:  # each race in a fresh process: a ratio moves by several % from process to process
+        runs = []
+        for _ in range(args.repeats):
+            res = subprocess.run([sys.executable, __file__, "--_race", "--steps", str(args.steps), "--rounds",
+                                  str(args.rounds), "--device", dev, "--threads", str(args.threads), "--fake-updates",
+                                  str(FAKE_UPDATES)], capture_output=True, text=True, check=True)
+            runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    else:
+        runs = [step_race(dev, args.steps, args.rounds)]
+    t = {k: statistics.median(r["wall"][k] for r in runs) for k in runs[0]["wall"]}
+    c = {k: statistics.median(r["cpu"][k] for r in runs) for k in runs[0]["cpu"]}
+    print("## step time (median ms/step, batch 256; wall clock, and this process's CPU time"
+          + (f"; median of {len(runs)} fresh processes)" if len(runs) > 1 else ")"))
     for k, v in t.items():
         print(f"  {k:24s} {1e3 * v:8.2f} ms wall   {1e3 * c[k]:8.2f} ms cpu")
-    r = {"Di-Bregman step / plain DMD step, separate estimator (both bare PyTorch)": ("dibregman_bare", "dmd_bare"),
-         "Di-Bregman step / plain DMD step, shared-trunk estimator (both bare)": ("dibregman_shared_bare", "dmd_bare"),
-         "Di-Bregman step / plain DMD step, shared-trunk estimator (both bregzoo loop)":
-             ("loop_dibregman_shared", "loop_reverse_kl"),
-         "Di-Bregman step (bregzoo loop, shared) / plain DMD step (bare)": ("loop_dibregman_shared", "dmd_bare"),
-         "bregzoo loop / bare PyTorch, plain DMD (reverse-kl)": ("loop_reverse_kl", "dmd_bare"),
-         "bregzoo loop / bare PyTorch, Di-Bregman (lsif), separate estimator": ("loop_dibregman", "dibregman_bare"),
-         "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared-trunk estimator":
-             ("loop_dibregman_shared", "dibregman_shared_bare"),
-         "Di-Bregman step / plain DMD step, shared-detached estimator (both bare)": ("dibregman_detached_bare", "dmd_bare"),
-         "Di-Bregman step / plain DMD step, shared-detached estimator (both bregzoo loop)":
-             ("loop_dibregman_detached", "loop_reverse_kl"),
-         "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared-detached estimator":
-             ("loop_dibregman_detached", "dibregman_detached_bare"),
-         "Di-Bregman step / plain DMD step, shared, ref_fraction 0.5 (both bare)": ("dibregman_half_bare", "dmd_bare"),
-         "Di-Bregman step / plain DMD step, shared, ref_fraction 0.5 (both bregzoo loop)":
-             ("loop_dibregman_half", "loop_reverse_kl"),
-         "bregzoo loop / bare PyTorch, Di-Bregman (lsif), shared, ref_fraction 0.5":
-             ("loop_dibregman_half", "dibregman_half_bare")}
-    print(f"## ratios{'':72s} wall    cpu")
-    for label, (a, b) in r.items():
-        print(f"  {label:78s} {t[a] / t[b]:.2f}x  {c[a] / c[b]:.2f}x")
-
+    print(f"## ratios{'':72s} wall    cpu" + ("    (cpu: each process's ratio, min-max)" if len(runs) > 1 else ""))
+    for label, (a, b) in RATIOS.items():
+        spread = [r["cpu"][a] / r["cpu"][b] for r in runs]
+        mid = statistics.median(spread)
+        extra = f"    {min(spread):.2f}-{max(spread):.2f}" if len(runs) > 1 else ""
+        print(f"  {label:78s} {statistics.median(r['wall'][a] / r['wall'][b] for r in runs):.2f}x  {mid:.2f}x{extra}")
     print("\n## where a shared-trunk estimator's time goes (median CPU ms; the perf MLP at batch 256)")
     for k, v in shared_breakdown(dev).items():
         print(f"  {k:58s} {v:7.2f}")

@@ -292,7 +292,7 @@ class Distiller:
         needs). With vector features both batches go through one pass. Returns (DSM loss, head loss, head
         output at the reference samples).
         """
-        acc, parts, sched = self.acc, self.parts, self.parts.schedule
+        parts, sched = self.parts, self.parts.schedule
         trunk = parts.ratio_net == "shared"
         m = self._n_ref(len(xt))
         t_ref = t[:m]
