@@ -306,6 +306,37 @@ def memory(batches: list[int], device: str) -> dict[int, dict[str, float]]:
     return out
 
 
+def profile_overhead(dev: str, steps: int = 60, top: int = 12) -> list[tuple[str, float, float, float]]:
+    """Where the bregzoo loop's step (reverse-kl) spends time that the bare loop does not: cProfile of both
+    (``steps`` each, after a warm-up), functions ranked by the difference of their own time per step.
+    Returns a total row, then (Python function, loop ms/step, bare ms/step, difference) rows; the profiler's own
+    cost inflates small Python functions, so read them as a ranking, not as timings."""
+    import cProfile
+    import pstats
+
+    steppers = {"loop": loop_stepper(config("reverse-kl"), dev), "bare": bare_stepper(config("reverse-kl"), dev, False)}
+    own: dict[str, dict[str, float]] = {}
+    for name, f in steppers.items():
+        for _ in range(5):
+            f()
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(steps):
+            f()
+        prof.disable()
+        own[name] = {}
+        for (path, line, func), row in pstats.Stats(prof).stats.items():
+            key = f"{os.path.basename(path)}:{line}({func})" if line else func
+            own[name][key] = own[name].get(key, 0.0) + 1e3 * row[2] / steps
+    rows = [(k, own["loop"].get(k, 0.0), own["bare"].get(k, 0.0)) for k in set(own["loop"]) | set(own["bare"])]
+    # Torch's kernels (built-ins and tensor methods) do the same work in both loops, so their differences
+    # are noise; the Python functions are where a framework's overhead lives.
+    rows = [(k, a, b, a - b) for k, a, b in rows if not k.startswith("<")]
+    rows.sort(key=lambda r: -r[3])
+    return [("total", sum(own["loop"].values()), sum(own["bare"].values()),
+             sum(own["loop"].values()) - sum(own["bare"].values()))] + rows[:top]
+
+
 def step_race(dev: str, steps: int, rounds: int) -> dict[str, dict[str, float]]:
     """Median wall and CPU seconds per step of every stepper, raced side by side in this process."""
     c: dict[str, float] = {}
@@ -353,6 +384,7 @@ def main() -> None:
     ap.add_argument("--fake-updates", type=int, default=2, help="fake-denoiser updates per step (issue J's reference: 2)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="race the step times in this many fresh processes; report the median and the range")
+    ap.add_argument("--profile", action="store_true", help="also profile the loop's overhead over bare PyTorch")
     ap.add_argument("--_memory", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--_race", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -374,7 +406,7 @@ def main() -> None:
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
           f"{platform.python_version()}, git {rev}, load avg {os.getloadavg()[0]:.2f} at start")
     print(f"# command: python benchmarks/perf.py --steps {args.steps} --rounds {args.rounds} --device {dev} "
-          f"--fake-updates {FAKE_UPDATES} --repeats {args.repeats}\n")
+          f"--fake-updates {FAKE_UPDATES} --repeats {args.repeats}{' --profile' if args.profile else ''}\n")
 
     if args.repeats > 1:  # each race in a fresh process: a ratio moves by several % from process to process
         runs = []
@@ -397,6 +429,12 @@ def main() -> None:
         mid = statistics.median(spread)
         extra = f"    {min(spread):.2f}-{max(spread):.2f}" if len(runs) > 1 else ""
         print(f"  {label:78s} {statistics.median(r['wall'][a] / r['wall'][b] for r in runs):.2f}x  {mid:.2f}x{extra}")
+    if args.profile:
+        print("\n## where the loop's reverse-kl step spends time that bare PyTorch does not (cProfile, 60 steps each;"
+              "\n## ms/step of each Python function's own time, ranked by the difference; torch's kernels left out)")
+        for k, a, b, d in profile_overhead(dev):
+            print(f"  {k[:64]:64s} loop {a:7.3f}  bare {b:7.3f}  diff {d:+7.3f}")
+
     print("\n## where a shared-trunk estimator's time goes (median CPU ms; the perf MLP at batch 256)")
     for k, v in shared_breakdown(dev).items():
         print(f"  {k:58s} {v:7.2f}")
