@@ -400,3 +400,17 @@ def test_a_divergence_that_failed_on_any_seed_is_never_ranked_and_is_listed_belo
     assert ranked < unranked < md.index("| failed | power (2 runs failed)")
     diff = to_text(compare(board, build(suite, results[:6] + [record("power", 0, 0.5), record("power", 1, 0.5)])))
     assert "power: rank failed -> 3" in diff
+
+
+def test_a_cell_stores_its_curve_when_the_suite_evaluates_during_training(tmp_path):
+    text = TINY.replace('"train.steps" = 2', '"train.steps" = 4').replace('"train.eval_every" = 1000',
+                                                                        '"train.eval_every" = 2')
+    text = text.replace('tasks = ["gmm8", "gmm25"]', 'tasks = ["gmm8"]').replace('["reverse-kl", "lsif"]', '["reverse-kl"]')
+    path = tmp_path / "curve.toml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    run_suite(load_suite(path), out, workers=1)
+    (cell,) = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert cell["status"] == "ok"
+    assert [p["step"] for p in cell["curve"]] == [2, 4]
+    assert all(isinstance(p.get("mmd2"), float) for p in cell["curve"])  # the last point is the final evaluation

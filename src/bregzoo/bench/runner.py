@@ -110,7 +110,8 @@ def run_cell(cell: Cell, out: str) -> dict[str, Any]:
                       student=_finite(result.student), teacher=_finite(result.teacher),
                       exact=_finite(result.exact),  # the task's own samples: the metric's noise floor
                       samples=_samples(student.sample(SAMPLES_KEPT, seed=cell.seed)),
-                      teacher_samples=_samples(_teacher_samples(student, cell)))
+                      teacher_samples=_samples(_teacher_samples(student, cell)),
+                      curve=_curve(result.run_dir / "metrics.jsonl"))
     except Exception as exc:  # recorded, reported in the leaderboard as failed
         record.update(status="failed", seconds=time.perf_counter() - started, student={}, teacher={},
                       error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
@@ -118,6 +119,15 @@ def run_cell(cell: Cell, out: str) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return record
+
+
+def _curve(metrics: Path) -> list[dict[str, Any]]:
+    """The student's evaluations during training (every ``train.eval_every`` steps) and the final one, so
+    that a stored cell shows where its run was on its curve (one point when the suite evaluates only at
+    the end)."""
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{**_finite({k: v for k, v in r.items() if k not in ("split", "step")}), "step": int(r["step"])}
+            for r in rows if r.get("split") in ("student", "final-student")]
 
 
 def cell_path(out: Path, cell: Cell) -> Path:
