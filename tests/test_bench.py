@@ -140,6 +140,18 @@ def test_leaderboard_ranks_by_mean_computes_delta_and_puts_failures_last():
     assert ranked_divergences(suite, results)["2d"][:2] == ["bkl", "reverse-kl"]
 
 
+def test_groups_that_share_a_task_get_their_own_sections_and_baselines():
+    suite = parse_suite(suite_data())
+    short = [record("reverse-kl", s, 0.02) for s in (0, 1)] + [record("kl", s, 0.01) for s in (0, 1)]
+    long = [{**record("reverse-kl", s, 0.002), "group": "long"} for s in (0, 1)]
+    board = build(suite, short + long)
+    assert list(board["tasks"]) == ["gmm8 · 2d", "gmm8 · long"]  # never pooled: each group has its own budget
+    kl = next(r for r in board["tasks"]["gmm8 · 2d"]["rows"] if r["name"] == "kl")
+    assert kl["seeds"] == [0, 1] and kl["delta_vs_baseline_pct"]["mmd2"] == pytest.approx(-50.0)
+    assert board["tasks"]["gmm8 · long"]["rows"][0]["metrics"]["mmd2"]["mean"] == pytest.approx(0.002)
+    assert list(build(suite, short)["tasks"]) == ["gmm8"]  # one group: the section is the task
+
+
 def test_the_markdown_names_a_rank_bought_with_dropped_modes():
     suite = parse_suite(suite_data())
 

@@ -6,7 +6,8 @@ Each row also carries a 95% bootstrap interval of its primary metric's mean and 
 reverse-kl on the same seeds, Holm-corrected across the task's rows (``bregzoo.bench.stats``): a row is
 called better or worse only when that test says so. A summary across tasks collects the verdicts.
 A suite with more than one estimator, or more than one k of k-step students, gets a row for each
-(``lsif / k=4``); the delta is then against reverse-kl with the same k.
+(``lsif / k=4``); the delta is then against reverse-kl with the same k. A task that several groups run
+(each group its own budget) gets a section per group, ``digits · lr1e-4``: their cells are never pooled.
 
 Outputs: ``leaderboard.json`` (everything), ``leaderboard.csv`` (one line per row and metric),
 ``leaderboard.md`` (the human view); the PNG is drawn by ``bregzoo.bench.plots``.
@@ -34,6 +35,15 @@ def steps_of(rec: dict[str, Any]) -> int:
     return int(rec.get("student_steps", 1))
 
 
+def section_of(results: list[dict[str, Any]]):
+    """The board section of a cell record: its task, or ``task · group`` when more than one group runs
+    that task (groups may differ in budget, so their cells must not share a row or a baseline)."""
+    groups: dict[str, set] = defaultdict(set)
+    for r in results:
+        groups[r["task"]].add(r.get("group"))
+    return lambda r: r["task"] if len(groups[r["task"]]) <= 1 else f"{r['task']} · {r['group']}"
+
+
 def _row_key(rec: dict[str, Any], estimators: set[str], ks: set[int] = frozenset({1})) -> str:
     key = rec["divergence"] if len(estimators) <= 1 else f"{rec['divergence']} / {rec['estimator']}"
     return key if len(ks) <= 1 else f"{key} / k={steps_of(rec)}"
@@ -55,11 +65,12 @@ def _delta(value: float | None, base: float | None) -> float | None:
 def build(suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
     """The leaderboard dict: ``{"suite", "tasks": {task: {"primary", "rows": [...]}}}``."""
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    section = section_of(results)
     for rec in results:
-        by_task[rec["task"]].append(rec)
+        by_task[section(rec)].append(rec)
     tasks = {}
     for task, recs in by_task.items():
-        primary = suite.primary_of(task)
+        primary = suite.primary_of(recs[0]["task"])
         higher = primary in suite.higher_is_better
         estimators, ks = {r["estimator"] for r in recs}, {steps_of(r) for r in recs}
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)

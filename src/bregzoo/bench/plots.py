@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bregzoo import io
-from bregzoo.bench.leaderboard import steps_of
+from bregzoo.bench.leaderboard import section_of, steps_of
 
 
 def _bars(ax: Any, task: str, t: dict[str, Any]) -> None:
@@ -80,8 +80,10 @@ def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -
     import matplotlib.pyplot as plt
 
     tasks = list(board["tasks"])
-    seed0 = {(r["task"], r["divergence"], r["estimator"], steps_of(r)): r for r in results
+    section = section_of(results)
+    seed0 = {(section(r), r["divergence"], r["estimator"], steps_of(r)): r for r in results
              if r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in results if x["task"] == r["task"])}
+    raw_task = {section(r): r["task"] for r in results}
     cell = lambda t, row: seed0.get((t, row["divergence"], row["estimator"], row.get("student_steps", 1)), {})  # noqa: E731
     montage = [t for t in tasks if any(cell(t, row).get("samples")
                                        for row in board["tasks"][t]["rows"])]
@@ -100,7 +102,7 @@ def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -
         allv = [] if images else [abs(v) for _, pts in panels for p in pts for v in p[:2]]
         lim = (sorted(allv)[int(0.99 * (len(allv) - 1))] * 1.15 + 0.1) if allv else 1.0
         axs = sub.subplots(1, ncols, squeeze=False)[0]
-        modes = [] if images else _modes(task)
+        modes = [] if images else _modes(raw_task.get(task, task))
         for ax, (title, pts) in zip(axs, panels):
             if images:
                 _grid(ax, pts, title)
