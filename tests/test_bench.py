@@ -152,6 +152,22 @@ def test_groups_that_share_a_task_get_their_own_sections_and_baselines():
     assert list(build(suite, short)["tasks"]) == ["gmm8"]  # one group: the section is the task
 
 
+def test_curves_figure_draws_each_seed_of_each_row_and_is_skipped_without_curves(tmp_path):
+    from bregzoo.bench.plots import curves_of, save_curves_png
+
+    suite = parse_suite(suite_data())
+    results = [record("reverse-kl", s, 0.02) for s in (0, 1)] + [record("kl", 0, 0.01)]
+    assert save_curves_png(tmp_path / "c.png", build(suite, results), results) is None  # final point only
+    assert not (tmp_path / "c.png").exists()
+    for i, r in enumerate(results):
+        r["curve"] = [{"step": 5, "mmd2": 0.1 + i}, {"step": 7, "mmd2": r["student"]["mmd2"]}, {"step": 7}]
+    board = build(suite, results)
+    curves = curves_of(board, results)
+    assert curves["gmm8"]["reverse-kl"] == {0: [(5, 0.1), (7, 0.02)], 1: [(5, 1.1), (7, 0.02)]}
+    assert curves["gmm8"]["kl"] == {0: [(5, 2.1), (7, 0.01)]}
+    assert save_curves_png(tmp_path / "c.png", board, results).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_the_markdown_names_a_rank_bought_with_dropped_modes():
     suite = parse_suite(suite_data())
 

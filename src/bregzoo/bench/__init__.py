@@ -19,8 +19,9 @@ from bregzoo.bench.suite import Cell, Group, Suite, expand, load_suite, parse_su
 
 
 def write_outputs(suite: Suite, run: SuiteRun, out: str | Path) -> dict[str, Any]:
-    """Write leaderboard.{json,csv,md,png} under ``out`` and return the leaderboard dict."""
-    from bregzoo.bench.plots import save_png
+    """Write leaderboard.{json,csv,md,png} under ``out`` (and leaderboard-curves.png when the cells were
+    evaluated during training) and return the leaderboard dict."""
+    from bregzoo.bench.plots import save_curves_png, save_png
 
     out = Path(out)
     board = build(suite, run.results)
@@ -30,6 +31,7 @@ def write_outputs(suite: Suite, run: SuiteRun, out: str | Path) -> dict[str, Any
     io.write_text(out / "leaderboard.md", to_markdown(board, run.skipped))
     if board["tasks"]:
         save_png(out / "leaderboard.png", board, run.results)
+        save_curves_png(out / "leaderboard-curves.png", board, run.results)
     return board
 
 

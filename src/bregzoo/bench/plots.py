@@ -1,6 +1,7 @@
 """leaderboard.png: the primary metric per divergence per task (bars, ± std over seeds), then a
 montage of each divergence's samples (seed 0; scatter for 2-D, an image grid for images), best
-first, next to the teacher sampler's."""
+first, next to the teacher sampler's. leaderboard-curves.png, when the cells were evaluated during
+training: the primary metric against training steps, per task, one line per seed and their mean."""
 
 from __future__ import annotations
 
@@ -113,6 +114,67 @@ def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -
     smoke = " (a smoke test of the pipeline, not a ranking)" if board.get("smoke") else ""
     fig.suptitle(f"bregzoo bench: suite {board['suite']}{smoke} (samples: seed 0, best first; x: modes)",
                  fontsize=10)
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return io.write_bytes(path, buf.getvalue())
+
+
+def curves_of(board: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, list]]]:
+    """``{section: {row name: {seed: [(step, primary), ...]}}}`` for the rows whose cells kept a curve of
+    two or more evaluations (the suite set ``train.eval_every`` below ``train.steps``)."""
+    section = section_of(results)
+    out: dict[str, dict[str, dict[int, list]]] = {}
+    for task, t in board["tasks"].items():
+        p = t["primary"]
+        for row in t["rows"]:
+            for r in results:
+                if (section(r) != task or r.get("status") != "ok" or r["divergence"] != row["divergence"]
+                        or r["estimator"] != row["estimator"] or steps_of(r) != row["student_steps"]):
+                    continue
+                pts = [(c["step"], c[p]) for c in r.get("curve") or [] if c.get(p) is not None]
+                if len(pts) >= 2:
+                    out.setdefault(task, {}).setdefault(row["name"], {})[r["seed"]] = sorted(pts)
+    return out
+
+
+def save_curves_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -> Path | None:
+    """Write the curves figure to ``path`` (atomically); None, and nothing written, when no cell has a curve."""
+    curves = curves_of(board, results)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.0 * len(curves), 4.0), squeeze=False)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = sorted({name for rows in curves.values() for name in rows})
+    colors = {name: cycle[i % len(cycle)] for i, name in enumerate(names)}  # one colour per row on every task
+    for ax, (task, rows) in zip(axes[0], curves.items()):
+        t = board["tasks"][task]
+        p = t["primary"]
+        for name, seeds in rows.items():
+            color = colors[name]
+            for pts in seeds.values():
+                ax.plot(*zip(*pts), color=color, lw=0.7, alpha=0.35)
+            common = sorted(set.intersection(*(set(dict(pts)) for pts in seeds.values())))
+            mean = [sum(dict(pts)[s] for pts in seeds.values()) / len(seeds) for s in common]
+            ax.plot(common, mean, color=color, lw=2, marker="o", ms=3, label=f"{name} (mean of {len(seeds)})")
+        teacher = t["teacher"]["metrics"].get(p, {}).get("mean")
+        if teacher is not None:
+            ax.axhline(teacher, color="k", ls="--", lw=1, label=f"teacher ({t['teacher']['steps']} steps)")
+        floor = ((t.get("floor") or {}).get("metrics") or {}).get(p, {}).get("mean")
+        if floor is not None:
+            ax.axhline(floor, color="tab:green", ls=":", lw=1.2, label="exact samples (noise floor)")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(p)
+        ax.set_title(f"{task}: {p} ({'higher' if t['higher_is_better'] else 'lower'} is better)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"bregzoo bench: suite {board['suite']}, the student's {p} during training "
+                 "(thin: each seed; thick: their mean)", fontsize=10)
+    fig.tight_layout()
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
