@@ -245,6 +245,10 @@ def test_cli_runs_a_tiny_suite_end_to_end_then_resumes_only_the_missing_cell(tmp
                                          str(out / "leaderboard.json")])
     assert res.exit_code == 0 and "(same)" in res.output
 
+    res = CliRunner().invoke(get_app(), ["bench", "--suite", str(tiny_suite(tmp_path)), "--out",
+                                         str(tmp_path / "empty"), "--report-only"])
+    assert res.exit_code == 2 and "no finished cell" in res.output and "Traceback" not in res.output
+
 
 def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
     import bregzoo.train

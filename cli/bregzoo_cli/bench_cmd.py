@@ -79,6 +79,9 @@ def bench(
         run = core.run_suite(spec, out, workers=workers, seeds=seeds, divergence=divergence, task=task,
                              on_cell=on_cell, on_plan=on_plan, execute=not report_only, executor=where,
                              groups=group)
+    if not run.results and report_only:
+        raise BregzooError(f"--report-only: no finished cell of suite {spec.name!r} (matching the filters) in "
+                           f"{out / 'cells'}; run the suite into --out first")
     if not run.results:
         notes = "; ".join(s["note"] for s in run.skipped)
         raise BregzooError(f"no cell of suite {spec.name!r} matches --group {group!r} --divergence {divergence!r} "
