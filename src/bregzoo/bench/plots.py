@@ -73,17 +73,38 @@ def _grid(ax: Any, imgs: list, title: str) -> None:
     ax.set_title(title, fontsize=7)
 
 
-def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -> Path:
-    """Write the bar charts and the sample montage to ``path`` (atomically)."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Render ``fig`` to PNG, close it, and write it to ``path`` atomically."""
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    _pyplot().close(fig)
+    return io.write_bytes(path, buf.getvalue())
+
+
+def _cell_key(section: Any, rec: dict[str, Any]) -> tuple:
+    """What ties a cell record to its leaderboard row: (section, divergence, estimator, k)."""
+    return section(rec), rec["divergence"], rec["estimator"], steps_of(rec)
+
+
+def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -> Path:
+    """Write the bar charts and the sample montage to ``path`` (atomically)."""
+    plt = _pyplot()
     tasks = list(board["tasks"])
     section = section_of(results)
-    seed0 = {(section(r), r["divergence"], r["estimator"], steps_of(r)): r for r in results
-             if r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in results if x["task"] == r["task"])}
+    first_seed: dict[str, int] = {}
+    for r in results:
+        first_seed[section(r)] = min(r["seed"], first_seed.get(section(r), r["seed"]))
+    seed0 = {_cell_key(section, r): r for r in results
+             if r.get("status") == "ok" and r["seed"] == first_seed[section(r)]}
     raw_task = {section(r): r["task"] for r in results}
     cell = lambda t, row: seed0.get((t, row["divergence"], row["estimator"], row.get("student_steps", 1)), {})  # noqa: E731
     montage = [t for t in tasks if any(cell(t, row).get("samples")
@@ -114,28 +135,26 @@ def save_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -
     smoke = " (a smoke test of the pipeline, not a ranking)" if board.get("smoke") else ""
     fig.suptitle(f"bregzoo bench: suite {board['suite']}{smoke} (samples: seed 0, best first; x: modes)",
                  fontsize=10)
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return io.write_bytes(path, buf.getvalue())
+    return _save(fig, path)
 
 
 def curves_of(board: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, list]]]:
     """``{section: {row name: {seed: [(step, primary), ...]}}}`` for the rows whose cells kept a curve of
     two or more evaluations (the suite set ``train.eval_every`` below ``train.steps``)."""
     section = section_of(results)
+    row_name = {(task, row["divergence"], row["estimator"], row["student_steps"]): row["name"]
+                for task, t in board["tasks"].items() for row in t["rows"]}
     out: dict[str, dict[str, dict[int, list]]] = {}
-    for task, t in board["tasks"].items():
-        p = t["primary"]
-        for row in t["rows"]:
-            for r in results:
-                if (section(r) != task or r.get("status") != "ok" or r["divergence"] != row["divergence"]
-                        or r["estimator"] != row["estimator"] or steps_of(r) != row["student_steps"]):
-                    continue
-                pts = [(c["step"], c[p]) for c in r.get("curve") or [] if c.get(p) is not None]
-                if len(pts) >= 2:
-                    out.setdefault(task, {}).setdefault(row["name"], {})[r["seed"]] = sorted(pts)
-    return out
+    for r in results:
+        key = _cell_key(section, r)
+        if r.get("status") != "ok" or key not in row_name:
+            continue
+        p = board["tasks"][key[0]]["primary"]
+        pts = [(c["step"], c[p]) for c in r.get("curve") or [] if c.get(p) is not None]
+        if len(pts) >= 2:
+            out.setdefault(key[0], {}).setdefault(row_name[key], {})[r["seed"]] = sorted(pts)
+    return {task: {row["name"]: out[task][row["name"]] for row in t["rows"] if row["name"] in out[task]}
+            for task, t in board["tasks"].items() if task in out}  # in the board's order: sections, then rank
 
 
 def save_curves_png(path: Path, board: dict[str, Any], results: list[dict[str, Any]]) -> Path | None:
@@ -143,11 +162,7 @@ def save_curves_png(path: Path, board: dict[str, Any], results: list[dict[str, A
     curves = curves_of(board, results)
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(5.0 * len(curves), 4.0), squeeze=False)
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = sorted({name for rows in curves.values() for name in rows})
@@ -159,8 +174,9 @@ def save_curves_png(path: Path, board: dict[str, Any], results: list[dict[str, A
             color = colors[name]
             for pts in seeds.values():
                 ax.plot(*zip(*pts), color=color, lw=0.7, alpha=0.35)
-            common = sorted(set.intersection(*(set(dict(pts)) for pts in seeds.values())))
-            mean = [sum(dict(pts)[s] for pts in seeds.values()) / len(seeds) for s in common]
+            by_step = [dict(pts) for pts in seeds.values()]
+            common = sorted(set.intersection(*(set(d) for d in by_step)))
+            mean = [sum(d[s] for d in by_step) / len(by_step) for s in common]
             ax.plot(common, mean, color=color, lw=2, marker="o", ms=3, label=f"{name} (mean of {len(seeds)})")
         teacher = t["teacher"]["metrics"].get(p, {}).get("mean")
         if teacher is not None:
@@ -175,7 +191,4 @@ def save_curves_png(path: Path, board: dict[str, Any], results: list[dict[str, A
     fig.suptitle(f"bregzoo bench: suite {board['suite']}, the student's {p} during training "
                  "(thin: each seed; thick: their mean)", fontsize=10)
     fig.tight_layout()
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return io.write_bytes(path, buf.getvalue())
+    return _save(fig, path)
